@@ -1,0 +1,86 @@
+"""`python -m bench COMMAND ...`: every module in bench/commands registers one sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .registry import Registry, UnknownNameError
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A user error: printed as one message, exit code 2, no traceback."""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: Registry[Command] = Registry("command")
+
+
+def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Decorator: register `run(args) -> exit code` as the sub-command `name`."""
+
+    def deco(run: Callable[[argparse.Namespace], int]):
+        COMMANDS.add(name, Command(name, help, add_arguments, run))
+        return run
+
+    return deco
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
+    from .data import DatasetError
+
+    errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError]
+    try:
+        from metrics.weights import WeightsError  # the metrics' weight acquisition, when present
+
+        errors.append(WeightsError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def split_list(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import commands
+
+    for mod in pkgutil.iter_modules(commands.__path__):
+        importlib.import_module(f"{commands.__name__}.{mod.name}")
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark suite for autoencoder-GAN hybrids.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in sorted(COMMANDS):
+        cmd = COMMANDS.get(name)
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except user_errors() as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Sub-commands of `python -m bench`, one module each (found by bench.cli)."""

@@ -1,0 +1,69 @@
+"""`bench run`: train and evaluate methods x seeds on one dataset under a protocol."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import UsageError, command, split_list
+
+DEFAULT_OUT = "bench-out"
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory with runs/ and results.db (default {DEFAULT_OUT})")
+    p.add_argument("--data-root", default=None, help="where the dataset lives (or $AEGAN_BENCH_DATA)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--metrics", default="", help="comma-separated metric names or globs (default: all default metrics)")
+    p.add_argument("--overwrite", action="store_true", help="retrain and re-evaluate instead of resuming / skipping")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", required=True, help="comma-separated method names (see `bench list methods`)")
+    p.add_argument("--dataset", default="mnist5k", help="dataset name (default mnist5k, the embedded one)")
+    p.add_argument("--protocol", default="quick", help="protocol preset: paper, quick or smoke (default quick)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    add_common(p)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in split_list(text)]
+    except ValueError:
+        raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise UsageError("--seeds is empty")
+    return seeds
+
+
+@command("run", "train and evaluate methods under a protocol, resuming what was interrupted", _args)
+def run(args: argparse.Namespace) -> int:
+    from metrics import select_metrics
+
+    from ..config import parse_overrides
+    from ..provenance import resolve_device
+    from ..runner import execute, resolve_config
+
+    methods = split_list(args.methods)
+    if not methods:
+        raise UsageError("--methods is empty; see `python -m bench list methods`")
+    overrides = parse_overrides(args.overrides)
+    seeds = parse_seeds(args.seeds)
+    cfgs = [resolve_config(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
+    metrics = select_metrics(split_list(args.metrics))
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out)
+    results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress)
+    from reports.summary import summary_table
+
+    print(summary_table(out / "results.db", [r.run_id for r in results]))
+    bad = [r for r in results if r.status != "done"]
+    for r in bad:
+        print(f"{r.run_id}: {r.status}: {r.message}")
+    return 1 if bad else 0

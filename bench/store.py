@@ -1,0 +1,152 @@
+"""The results store: one SQLite file with runs and metric rows. Safe when several processes write."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    method TEXT NOT NULL,
+    variant TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    config_json TEXT NOT NULL,
+    config_hash TEXT NOT NULL,
+    code_version TEXT NOT NULL,
+    packages_json TEXT NOT NULL,
+    device TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    status TEXT NOT NULL,
+    run_dir TEXT NOT NULL,
+    steps INTEGER NOT NULL DEFAULT 0,
+    train_seconds REAL NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    tags TEXT NOT NULL DEFAULT '',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    metric TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value REAL,
+    provenance_json TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
+CREATE INDEX IF NOT EXISTS runs_by_dataset ON runs(dataset, method);
+"""
+
+STATUSES = ("running", "done", "diverged", "failed")
+
+
+class Store:
+    """Thin access layer; every write is one transaction, so a killed process leaves no partial rows."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.connect() as con:
+            con.executescript(SCHEMA)
+
+    @contextmanager
+    def connect(self):
+        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=60000")
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def transaction(self):
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+
+    # --- runs ---------------------------------------------------------------------------------------
+    def upsert_run(self, run_id: str, **fields: Any) -> None:
+        now = time.time()
+        fields = {k: json.dumps(v, sort_keys=True) if k.endswith("_json") and not isinstance(v, str) else v
+                  for k, v in fields.items()}
+        with self.transaction() as con:
+            exists = con.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if exists:
+                sets = ", ".join(f"{k}=?" for k in fields)
+                con.execute(f"UPDATE runs SET {sets}, updated=? WHERE run_id=?", (*fields.values(), now, run_id))
+            else:
+                cols = ["run_id", *fields, "created", "updated"]
+                con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            (run_id, *fields.values(), now, now))
+
+    def set_status(self, run_id: str, status: str, message: str = "", **fields: Any) -> None:
+        assert status in STATUSES, status
+        self.upsert_run(run_id, status=status, message=message, **fields)
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.connect() as con:
+            row = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return dict(row) if row else None
+
+    def runs(self, **where: Any) -> list[dict[str, Any]]:
+        clause = " AND ".join(f"{k}=?" for k in where) or "1=1"
+        with self.connect() as con:
+            rows = con.execute(f"SELECT * FROM runs WHERE {clause} ORDER BY created", tuple(where.values()))
+            return [dict(r) for r in rows]
+
+    # --- metrics ------------------------------------------------------------------------------------
+    def put_metrics(self, run_id: str, metric: str, values: Iterable[Any]) -> None:
+        """Write all values of one metric at once (replacing earlier values of the same keys)."""
+        now = time.time()
+        rows = [(run_id, metric, v.key, v.value, json.dumps(v.provenance, sort_keys=True, default=str), now)
+                for v in values]
+        with self.transaction() as con:
+            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def metric_keys(self, run_id: str) -> set[str]:
+        with self.connect() as con:
+            return {r[0] for r in con.execute("SELECT key FROM metrics WHERE run_id=?", (run_id,))}
+
+    def metrics_done(self, run_id: str) -> set[str]:
+        with self.connect() as con:
+            return {r[0] for r in con.execute("SELECT DISTINCT metric FROM metrics WHERE run_id=?", (run_id,))}
+
+    def metric_rows(self, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        with self.connect() as con:
+            if run_ids is None:
+                rows = con.execute("SELECT * FROM metrics ORDER BY run_id, key").fetchall()
+            else:
+                ids = list(run_ids)
+                rows = con.execute(f"SELECT * FROM metrics WHERE run_id IN ({', '.join('?' * len(ids))}) ORDER BY run_id, key",
+                                   ids).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["provenance"] = json.loads(d.pop("provenance_json"))
+            out.append(d)
+        return out
+
+    def table(self):
+        """Runs joined with their metric values, as a pandas DataFrame (one row per metric value)."""
+        import pandas as pd
+
+        with self.connect() as con:
+            return pd.read_sql_query(
+                "SELECT r.run_id, r.method, r.variant, r.dataset, r.protocol, r.seed, r.status, r.code_version,"
+                " r.config_hash, m.metric, m.key, m.value, m.provenance_json FROM runs r"
+                " LEFT JOIN metrics m ON m.run_id = r.run_id ORDER BY r.created, m.key", con)

@@ -1,0 +1,125 @@
+"""The Method interface. A method declares phases and their losses; the runner owns every optimiser step."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.registry import Registry
+
+from .priors import Prior, get_prior
+
+#: capabilities a method can provide and a metric can require
+CAPABILITIES = ("encode", "decode", "sample")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the backbones are built for: the data shape and the latent space."""
+
+    channels: int
+    resolution: int
+    latent_dim: int = 256
+    width: int = 64
+    prior: str = "sphere"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One optimisation phase: the sub-modules it updates and which learning rate ("g" or "d") they use."""
+
+    name: str
+    modules: tuple[str, ...]
+    lr: str = "g"
+
+
+@dataclass
+class StepContext:
+    step: int
+    epoch: int
+    rec_weight: float
+    adv_weight: float
+    #: the run's latent generator: all prior draws go through it so that a resumed run repeats exactly
+    generator: torch.Generator | None = None
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """A method without hyper-parameters of its own."""
+
+
+class Method(nn.Module):
+    """Base class of all methods. Subclasses set the class attributes and implement `phase_loss`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    provides: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
+    phases: ClassVar[tuple[Phase, ...]] = ()
+    Params: ClassVar[type] = NoParams
+    #: a method that reuses another method's trained checkpoint instead of training (e.g. "faae+sc")
+    base_method: ClassVar[str | None] = None
+
+    def __init__(self, spec: ModelSpec, params: Any = None):
+        super().__init__()
+        self.spec = spec
+        self.params = params if params is not None else self.Params()
+        self.prior: Prior = get_prior(spec.prior)
+
+    # --- training -------------------------------------------------------------------------------
+    def phase_parameters(self, phase: Phase) -> list[nn.Parameter]:
+        return [p for m in phase.modules for p in getattr(self, m).parameters()]
+
+    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Losses of one phase on a real batch x in [0, 1]; must contain "loss", the one to minimise."""
+        raise NotImplementedError
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        dev = next(self.parameters()).device
+        z = self.prior.sample(n, self.spec.latent_dim, generator=generator, device="cpu" if generator is not None else dev)
+        return z.to(dev)
+
+    # --- what metrics use -----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} does not provide encode")
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{self.name} does not provide decode")
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.decode(self.sample_prior(n, generator))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    @classmethod
+    def resolve_params(cls, values: dict[str, Any]) -> Any:
+        from bench.config import section_from_dict
+
+        return section_from_dict(cls.Params, values, "method")
+
+    @classmethod
+    def params_dict(cls, params: Any) -> dict[str, Any]:
+        return dataclasses.asdict(params)
+
+
+METHODS: Registry[type[Method]] = Registry("method", Method)
+
+
+def bce_real(logits: torch.Tensor) -> torch.Tensor:
+    """-log D for a sigmoid discriminator, computed from its logits in fp32 for stability."""
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.ones_like(logits, dtype=torch.float32))
+
+
+def bce_fake(logits: torch.Tensor) -> torch.Tensor:
+    """-log(1 - D)."""
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.zeros_like(logits, dtype=torch.float32))
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per element, as Keras' "mse" (the paper's weights of 100 and 0.1 are set for it)."""
+    return F.mse_loss(a.float(), b.float())

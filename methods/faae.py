@@ -1,0 +1,47 @@
+"""F-AAE, the flipped adversarial autoencoder: re-encoding error in latent space, D in data space."""
+
+from __future__ import annotations
+
+import torch
+
+from .backbones import Discriminator, Encoder, Generator
+from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real, mse
+
+
+@METHODS.register()
+class FAAE(Method):
+    """min_{G,E} max_D E_x log D(x) + E_z log(1 - D(G(z))) + alpha E_z ||z - E(G(z))||^2.
+
+    Each step: (1) "reencode" updates G and E on alpha * ||z - E(G(z))||^2; (2) "disc" updates D on
+    real x vs G(z); (3) "gen" updates G to fool D (non-saturating form, -log D(G(z))).
+    """
+
+    name = "faae"
+    description = "flipped adversarial autoencoder: latent re-encoding loss, data-space discriminator"
+    phases = (Phase("reencode", ("G", "E"), "g"), Phase("disc", ("D",), "d"), Phase("gen", ("G",), "g"))
+
+    def __init__(self, spec: ModelSpec, params=None):
+        super().__init__(spec, params)
+        self.G, self.E, self.D = Generator(spec), Encoder(spec), Discriminator(spec)
+
+    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        if phase == "reencode":
+            err = mse(self.E(self.G(z)), z)
+            return {"loss": ctx.rec_weight * err, "reencode_mse": err}
+        if phase == "disc":
+            with torch.no_grad():
+                fake = self.G(z)
+            real_l, fake_l = bce_real(self.D(x)), bce_fake(self.D(fake))
+            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+        if phase == "gen":
+            g = bce_real(self.D(self.G(z)))
+            return {"loss": ctx.adv_weight * g, "g_adv": g}
+        raise KeyError(phase)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        # un-normalised encoder output: morphing combines these before normalising (paper section 4.4)
+        return self.E(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.G(self.prior.project(z))

@@ -1,0 +1,59 @@
+"""Metrics: one module per metric, registered in METRICS; import order is display order."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# isort: off
+from . import reconstruction  # noqa: F401  (importing registers)
+from . import reencode  # noqa: F401
+# isort: on
+from .base import METRICS, EvalContext, Metric, MetricValue, direction
+
+__all__ = ["METRICS", "EvalContext", "Metric", "MetricValue", "direction", "evaluate", "select_metrics"]
+
+
+def select_metrics(names: list[str] | None) -> list[str]:
+    """Metric names in registry order; None selects every default metric; globs are allowed."""
+    if not names:
+        return [n for n, cls in METRICS.items() if cls.default]
+    chosen: list[str] = []
+    for pattern in names:
+        hits = METRICS.names(pattern)
+        if not hits:
+            METRICS.get(pattern)  # raises with the list of valid names
+        chosen += hits
+    return [n for n in METRICS if n in chosen]
+
+
+def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_dir: Path | None = None,
+             metrics: list[str] | None = None, overwrite: bool = False, extras: dict[str, Any] | None = None,
+             log=print) -> None:
+    """Score a trained method with every selected metric not yet in the store (all when overwrite)."""
+    done = set() if overwrite else store.metrics_done(run_id)
+    provides = frozenset(type(method).provides)
+    ctx = EvalContext(method=method, data=data, device=device, precision=cfg.train.precision, seed=cfg.seed,
+                      n_images=min(cfg.eval.n_images or len(data.test), len(data.test)),
+                      n_samples=cfg.eval.n_samples, batch_size=cfg.eval.batch_size, run_dir=run_dir, config=cfg,
+                      extras=extras or {})
+    method.eval()
+    for name in select_metrics(metrics):
+        if name in done:
+            continue
+        metric = METRICS.get(name)()
+        t0 = time.perf_counter()
+        if metric.available(provides):
+            values = metric.compute(ctx)
+        else:
+            values = metric.not_applicable(provides)
+        seconds = time.perf_counter() - t0
+        values = [MetricValue(v.key, v.value, {**v.provenance, "metric": name, "eval_seconds": round(seconds, 3)})
+                  for v in values]
+        store.put_metrics(run_id, name, values)
+        if log:
+            shown = ", ".join(f"{v.key}={v.value:.4g}" if v.value is not None else f"{v.key}=n/a" for v in values)
+            log(f"  {run_id}: {shown}  ({seconds:.1f}s)")

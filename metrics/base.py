@@ -1,0 +1,104 @@
+"""The Metric interface: a metric states what it requires of a method and the result keys it writes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from bench.registry import Registry
+
+LOWER, HIGHER = "lower", "higher"
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    key: str
+    #: None means n/a (the method lacks a capability the metric requires)
+    value: float | None
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalContext:
+    """What a metric sees: a trained method in eval mode, the dataset, and the evaluation settings."""
+
+    method: Any  # methods.base.Method, in eval mode on `device`
+    data: Any  # bench.data.ImageData
+    device: torch.device
+    precision: str  # "bf16" or "fp32"
+    seed: int
+    n_images: int  # held-out images to score (already capped at the test split's size)
+    n_samples: int
+    batch_size: int
+    run_dir: Any = None
+    config: Any = None  # bench.config.RunConfig
+    #: filled by the runner (e.g. measured training throughput) for metrics that report it
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run's seed: the same draws on every evaluation."""
+        return torch.Generator().manual_seed(self.seed * 1000 + 17 + offset)
+
+    def test_images(self) -> torch.Tensor:
+        """The first n_images held-out images, uint8 N x C x H x W on the CPU."""
+        return self.data.test[: self.n_images]
+
+    def autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def batches(self, items: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Batches on the device: uint8 images become floats in [0, 1]; float tensors (latents) pass as they are."""
+        for i in range(0, len(items), self.batch_size):
+            b = items[i : i + self.batch_size].to(self.device)
+            yield b.float().div_(255) if b.dtype == torch.uint8 else b
+
+    @torch.no_grad()
+    def map_batches(self, fn, images: torch.Tensor) -> torch.Tensor:
+        """fn over batches of images or latents (under autocast), results concatenated on the CPU in fp32."""
+        outs = []
+        for x in self.batches(images):
+            with self.autocast():
+                outs.append(fn(x).float().cpu())
+        return torch.cat(outs)
+
+    def base_provenance(self) -> dict[str, Any]:
+        return {"device": self.device.type, "dtype": self.precision, "seed": self.seed,
+                "dataset": self.data.name, "split": "test", "resolution": self.data.resolution}
+
+
+class Metric:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: capabilities the method must provide (see methods.base.CAPABILITIES)
+    requires: ClassVar[frozenset[str]] = frozenset()
+    #: result key -> direction ("lower" or "higher" is better)
+    keys: ClassVar[dict[str, str]] = {}
+    #: metrics that need pretrained weights or a long time can be left out of the default set
+    default: ClassVar[bool] = True
+
+    def compute(self, ctx: EvalContext) -> list[MetricValue]:
+        raise NotImplementedError
+
+    def available(self, provides: frozenset[str]) -> bool:
+        return self.requires <= provides
+
+    def not_applicable(self, provides: frozenset[str]) -> list[MetricValue]:
+        missing = sorted(self.requires - provides)
+        return [MetricValue(k, None, {"reason": f"method lacks {', '.join(missing)}"}) for k in self.keys]
+
+
+METRICS: Registry[type[Metric]] = Registry("metric", Metric)
+
+
+def direction(key: str) -> str:
+    """Direction of a result key, looked up across all registered metrics (lower when unknown)."""
+    for cls in METRICS._items.values():
+        if key in cls.keys:
+            return cls.keys[key]
+    return LOWER
