@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .plugins import PluginError, load_plugins
+
+    try:
+        load_plugins()  # $AEGAN_BENCH_PLUGINS and the "aegan_bench.methods" entry points, for every command
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

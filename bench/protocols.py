@@ -45,7 +45,7 @@ class Quick(Protocol):
 
     def sections(self, dataset):
         s = Paper().sections(dataset)
-        s["train"] = {"epochs": 100, "max_steps": 3000, "batch_size": 64, "sample_every": 500}
+        s["train"] = {"epochs": 100, "max_steps": 1500, "batch_size": 64, "sample_every": 500}
         s["loss"].update(warmup_epochs=0)
         s["eval"] = {"n_images": 2000, "n_samples": 2000}
         return s

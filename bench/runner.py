@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from methods import METHODS, Method, ModelSpec, StepContext
 
+from .cli import UsageError
 from .config import RunConfig, apply_overrides
 from .data import ImageData, load_dataset
 from .protocols import PROTOCOLS
@@ -150,30 +151,37 @@ def epoch_order(cfg: RunConfig, n: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
 
 
+def phase_backward(method: Method, phase, x: torch.Tensor, ctx: StepContext, device: torch.device,
+                   precision: str) -> dict[str, torch.Tensor]:
+    """Losses of one phase and their gradients, which reach exactly the phase's parameters: every other
+    parameter is frozen for the duration (D while G learns to fool it, and so on)."""
+    active = {id(p) for p in method.phase_parameters(phase)}
+    for p in method.parameters():
+        p.requires_grad_(id(p) in active)
+    try:
+        with autocast(device, precision):
+            losses = method.phase_loss(phase.name, x, ctx)
+        losses["loss"].backward()
+    finally:
+        for p in method.parameters():
+            p.requires_grad_(True)
+    return losses
+
+
 def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch.device) -> dict[str, float]:
     """One step: every phase of the method in order. Returns the logged losses as floats."""
     method = state.method
     ctx = StepContext(step=state.step, epoch=state.epoch, rec_weight=cfg.loss.rec_weight_at(state.epoch),
                       adv_weight=cfg.loss.adv_weight, generator=state.latent_gen)
     logs: dict[str, torch.Tensor] = {}
-    all_params = list(method.parameters())
     for ph in type(method).phases:
-        active = method.phase_parameters(ph)
-        active_ids = {id(p) for p in active}
-        for p in all_params:
-            p.requires_grad_(id(p) in active_ids)
         opt = state.optimizers[ph.name]
         opt.zero_grad(set_to_none=True)
-        with autocast(device, cfg.train.precision):
-            losses = method.phase_loss(ph.name, x, ctx)
-        loss = losses["loss"]
-        loss.backward()
+        losses = phase_backward(method, ph, x, ctx, device, cfg.train.precision)
         opt.step()
         state.schedulers[ph.name].step()
         for k, v in losses.items():
             logs[f"{ph.name}/{k}"] = v.detach()
-    for p in all_params:
-        p.requires_grad_(True)
     out = {k: float(v) for k, v in logs.items()}
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:
@@ -312,14 +320,45 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+class MissingBaseRunError(UsageError):
+    """A refinement method (e.g. "faae+sc") whose base method has no finished run to reuse."""
+
+
+def base_checkpoint(cfg: RunConfig, out: Path) -> Path:
+    """Where the finished run of cfg's base method keeps its checkpoint (same sections and seed)."""
+    base = METHODS.get(cfg.method).base_method
+    base_cfg = dataclasses.replace(cfg, method=base, variant="", params=cls_params(base, cfg.protocol))
+    return out / "runs" / base_cfg.run_id() / CHECKPOINT
+
+
+def _missing_base(cfg: RunConfig, out: Path) -> MissingBaseRunError:
+    base = METHODS.get(cfg.method).base_method
+    return MissingBaseRunError(
+        f"{cfg.method} reuses the trained {base} model and does not train: run `python -m bench run --methods "
+        f"{base} --dataset {cfg.dataset} --protocol {cfg.protocol} --seeds {cfg.seed} --out {out}` (with the same "
+        f"--set overrides) first, or list {base} before {cfg.method} in --methods "
+        f"(no finished checkpoint at {base_checkpoint(cfg, out)})")
+
+
 def _load_base_weights(method: Method, cfg: RunConfig, out: Path, store: Store, base: str) -> None:
     """Methods that refine another method's model (e.g. "faae+sc") load its finished checkpoint."""
-    base_cfg = dataclasses.replace(cfg, method=base, variant="", params=cls_params(base, cfg.protocol))
-    path = out / "runs" / base_cfg.run_id() / CHECKPOINT
-    if not path.exists() or not load_checkpoint(path).get("finished"):
-        raise RuntimeError(f"{cfg.method} reuses the trained {base} model: run --methods {base} with the same "
-                           f"dataset, protocol, seed and overrides first (looked for {path})")
-    method.load_base_state(load_checkpoint(path)["model"])
+    path = base_checkpoint(cfg, out)
+    ckpt = load_checkpoint(path) if path.exists() else {}
+    if not ckpt.get("finished"):
+        raise _missing_base(cfg, out)
+    method.load_base_state(ckpt["model"])
+
+
+def check_bases(cfgs: list[RunConfig], out: Path) -> None:
+    """Before any training: every refinement's base run is finished on disk or scheduled earlier."""
+    scheduled: set[str] = set()
+    for cfg in cfgs:
+        if METHODS.get(cfg.method).base_method is not None:
+            path = base_checkpoint(cfg, out)
+            done = path.exists() and load_checkpoint(path).get("finished")
+            if not done and path.parent.name not in scheduled:
+                raise _missing_base(cfg, out)
+        scheduled.add(cfg.run_id())
 
 
 def cls_params(method: str, protocol: str) -> dict[str, Any]:
@@ -330,6 +369,7 @@ def cls_params(method: str, protocol: str) -> dict[str, Any]:
 
 def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: torch.device,
             metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[RunResult]:
+    check_bases(cfgs, out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "results.db")
     torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -109,6 +109,22 @@ class Store:
             rows = con.execute(f"SELECT * FROM runs WHERE {clause} ORDER BY created", tuple(where.values()))
             return [dict(r) for r in rows]
 
+    # --- tags: labels such as "nightly" or "v0.2" that selectors (bench.compare) pick runs by -------------
+    @staticmethod
+    def split_tags(text: str) -> list[str]:
+        """The runs.tags column holds sorted, comma-separated tags."""
+        return [t for t in (text or "").split(",") if t]
+
+    def add_tags(self, run_id: str, tags: Iterable[str]) -> list[str]:
+        """Add tags to a run (kept sorted and unique, in one transaction); returns the run's tags."""
+        with self.transaction() as con:
+            row = con.execute("SELECT tags FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                raise KeyError(run_id)
+            merged = sorted(set(self.split_tags(row[0])) | set(tags))
+            con.execute("UPDATE runs SET tags=?, updated=? WHERE run_id=?", (",".join(merged), time.time(), run_id))
+        return merged
+
     # --- metrics ------------------------------------------------------------------------------------
     def put_metrics(self, run_id: str, metric: str, values: Iterable[Any]) -> None:
         """Write all values of one metric at once (replacing earlier values of the same keys)."""

@@ -19,7 +19,7 @@ class AAE(Method):
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
-        self.G, self.E = Generator(spec), Encoder(spec)
+        self.G, self.E = Generator(spec), Encoder(spec, out_scale=self.prior.coord_std(spec.latent_dim))
         self.D = LatentDiscriminator(spec.latent_dim)
 
     def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:

@@ -52,8 +52,13 @@ class Generator(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, spec: ModelSpec, out_dim: int | None = None):
+    """Outputs are in units of the prior's per-coordinate scale (`out_scale`, 1/sqrt(n) on the sphere):
+    a default-initialised last layer would start about 16x too large for the 256-d sphere, and the
+    re-encoding loss then spends its first hundreds of steps only shrinking the outputs."""
+
+    def __init__(self, spec: ModelSpec, out_dim: int | None = None, out_scale: float = 1.0):
         super().__init__()
+        self.out_scale = out_scale
         ch = _stage_channels(spec)[::-1]
         layers: list[nn.Module] = [*_conv_bn(spec.channels, ch[0])]
         for cin, cout in zip(ch[:-1], ch[1:]):
@@ -62,7 +67,7 @@ class Encoder(nn.Module):
         self.fc = nn.Linear(ch[-1] * 16, out_dim or spec.latent_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.net(x).flatten(1))
+        return self.fc(self.net(x).flatten(1)) * self.out_scale
 
 
 class DiscriminatorTrunk(nn.Module):
@@ -107,3 +112,28 @@ class LatentDiscriminator(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z).squeeze(1)
+
+
+class JointDiscriminator(nn.Module):
+    """BiGAN/ALI's discriminator on pairs (x, z): the image discriminator's trunk for x, an MLP for z,
+    the two feature vectors concatenated, then an MLP to one logit. No BatchNorm on the latent path
+    (as in LatentDiscriminator); optional dropout everywhere (ALI uses it)."""
+
+    def __init__(self, spec: ModelSpec, hidden: int = 512, dropout: float = 0.0):
+        super().__init__()
+        self.trunk = DiscriminatorTrunk(spec, dropout)
+
+        def drop() -> list[nn.Module]:
+            return [nn.Dropout(dropout)] if dropout else []
+
+        self.z_net = nn.Sequential(
+            nn.Linear(spec.latent_dim, hidden), nn.LeakyReLU(LEAK, inplace=True), *drop(),
+            nn.Linear(hidden, hidden), nn.LeakyReLU(LEAK, inplace=True), *drop(),
+        )
+        self.joint = nn.Sequential(
+            nn.Linear(self.trunk.out_features + hidden, hidden), nn.LeakyReLU(LEAK, inplace=True), *drop(),
+            nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.joint(torch.cat([self.trunk(x), self.z_net(z)], dim=1)).squeeze(1)

@@ -22,7 +22,8 @@ class FAAE(Method):
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
-        self.G, self.E, self.D = Generator(spec), Encoder(spec), Discriminator(spec)
+        self.G, self.D = Generator(spec), Discriminator(spec)
+        self.E = Encoder(spec, out_scale=self.prior.coord_std(spec.latent_dim))
 
     def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         z = self.sample_prior(x.shape[0], ctx.generator)

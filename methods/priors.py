@@ -25,6 +25,10 @@ class Prior:
         """E||z - z'||^2 for independent z, z' ~ prior: the scale against which re-encoding errors are read."""
         raise NotImplementedError
 
+    def coord_std(self, dim: int) -> float:
+        """Standard deviation of one coordinate (the priors here are centred and isotropic)."""
+        return (self.expected_pair_sq_dist(dim) / (2 * dim)) ** 0.5
+
 
 PRIORS: Registry[type[Prior]] = Registry("prior", Prior)
 

@@ -10,7 +10,14 @@ import torch
 
 # isort: off
 from . import reconstruction  # noqa: F401  (importing registers)
+from . import image_quality  # noqa: F401
 from . import reencode  # noqa: F401
+from . import lpips_metric  # noqa: F401
+from . import fidelity  # noqa: F401
+from . import cycle  # noqa: F401
+from . import sharpness  # noqa: F401
+from . import probe  # noqa: F401
+from . import throughput  # noqa: F401
 # isort: on
 from .base import METRICS, EvalContext, Metric, MetricValue, direction
 
@@ -46,10 +53,7 @@ def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_di
             continue
         metric = METRICS.get(name)()
         t0 = time.perf_counter()
-        if metric.available(provides):
-            values = metric.compute(ctx)
-        else:
-            values = metric.not_applicable(provides)
+        values = metric.compute(ctx) if metric.available(provides) else metric.not_applicable(provides)
         seconds = time.perf_counter() - t0
         values = [MetricValue(v.key, v.value, {**v.provenance, "metric": name, "eval_seconds": round(seconds, 3)})
                   for v in values]

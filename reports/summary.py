@@ -24,5 +24,7 @@ def summary_table(store_path: str | Path, run_ids: list[str]) -> str:
         rows.append(row)
     if not rows:
         return "(no runs)"
-    df = pd.DataFrame(rows)
+    # NULL values (n/a) and metrics a run lacks both show as n/a, not nan
+    df = pd.DataFrame(rows).astype(object)
+    df = df.where(df.notna(), None)
     return df.to_markdown(index=False, floatfmt=".4g", missingval="n/a")

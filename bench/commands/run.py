@@ -20,13 +20,21 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", required=True, help="comma-separated method names (see `bench list methods`)")
+    p.add_argument("--methods", required=True,
+                   help="comma-separated method names (see `bench list methods`), variants from --variants, or "
+                        "inline variants such as 'faae[loss.rec_weight=30,name=faae-rw30]'")
     p.add_argument("--dataset", default="mnist5k", help="dataset name (default mnist5k, the embedded one)")
     p.add_argument("--protocol", default="quick", help="protocol preset: paper, quick or smoke (default quick)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--variants", default=None, metavar="FILE.toml", help="named variants of methods (see bench/variants.py)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import a module or .py file that registers methods (repeatable; also $AEGAN_BENCH_PLUGINS)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="label the runs (e.g. nightly) for `bench compare` selectors like tag=nightly (repeatable)")
     add_common(p)
+    p.add_argument("--no-report", action="store_true", help="do not regenerate <out>/report (see `bench report`)")
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -43,16 +51,21 @@ def parse_seeds(text: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from metrics import select_metrics
 
+    from ..compare import check_tags
     from ..config import parse_overrides
+    from ..plugins import load_plugins
     from ..provenance import resolve_device
-    from ..runner import execute, resolve_config
+    from ..runner import execute
+    from ..variants import load_variants, parse_methods, resolve_variant
 
-    methods = split_list(args.methods)
+    load_plugins(args.plugin)
+    tags = check_tags(args.tag)
+    methods = parse_methods(args.methods, load_variants(args.variants) if args.variants else None)
     if not methods:
         raise UsageError("--methods is empty; see `python -m bench list methods`")
     overrides = parse_overrides(args.overrides)
     seeds = parse_seeds(args.seeds)
-    cfgs = [resolve_config(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
+    cfgs = [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
     metrics = select_metrics(split_list(args.metrics))
     try:
         device = resolve_device(args.device)
@@ -60,10 +73,20 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     out = Path(args.out)
     results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress)
+    if tags:
+        from ..store import Store
+
+        store = Store(out / "results.db")
+        for r in results:
+            store.add_tags(r.run_id, tags)
     from reports.summary import summary_table
 
     print(summary_table(out / "results.db", [r.run_id for r in results]))
     bad = [r for r in results if r.status != "done"]
     for r in bad:
         print(f"{r.run_id}: {r.status}: {r.message}")
+    if not args.no_report:
+        from .report import report_from_args
+
+        print(f"report: {report_from_args(out / 'results.db', None, [], [], args.data_root)}")
     return 1 if bad else 0

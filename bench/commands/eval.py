@@ -1,0 +1,174 @@
+"""`bench eval`: score finished runs from their run directories and checkpoints. Never trains.
+
+Metrics already in the store are skipped unless --overwrite, so adding a metric to old runs costs only
+that metric. Runs of refinement methods (e.g. "faae+sc") load their base method's finished checkpoint,
+as `bench run` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cli import UsageError, command, split_list
+from .run import add_common
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", default="*", metavar="GLOB", help="glob on run ids (directory names under OUT/runs)")
+    p.add_argument("--methods", default="", help="comma-separated method or variant names or globs (default: all)")
+    p.add_argument("--dataset", default="", help="comma-separated dataset names or globs (default: all)")
+    add_common(p)
+    for action in p._actions:  # the shared option means something narrower here
+        if action.dest == "overwrite":
+            action.help = "recompute the selected metrics even when stored (never retrains)"
+
+
+@dataclass
+class Found:
+    run_id: str
+    run_dir: Path
+    cfg: object  # bench.config.RunConfig
+
+
+def _matches(value: str, patterns: list[str]) -> bool:
+    return not patterns or any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
+              datasets: list[str] | None = None) -> list[Found]:
+    """Run directories under out/runs with a saved config that match the filters, in run-id order."""
+    from ..config import RunConfig
+
+    found = []
+    for cfg_path in sorted((out / "runs").glob("*/config.json")):
+        run_dir = cfg_path.parent
+        if not fnmatch.fnmatchcase(run_dir.name, runs_glob):
+            continue
+        cfg = RunConfig.from_dict(json.loads(cfg_path.read_text()))
+        if not (_matches(cfg.label, methods or []) or _matches(cfg.method, methods or [])):
+            continue
+        if not _matches(cfg.dataset, datasets or []):
+            continue
+        found.append(Found(run_dir.name, run_dir, cfg))
+    return found
+
+
+def checkpoint_of(found: Found, out: Path) -> Path:
+    """The checkpoint a run's weights come from: its own, or its base method's for a refinement."""
+    from methods import METHODS
+
+    from ..runner import CHECKPOINT, base_checkpoint
+
+    if METHODS.get(found.cfg.method).base_method is not None:
+        return base_checkpoint(found.cfg, out)
+    return found.run_dir / CHECKPOINT
+
+
+def load_trained(cfg, ckpt: dict, data, device):
+    """The run's method with the checkpoint's weights, on the device, laid out as the runner trains it."""
+    import torch
+
+    from ..runner import build_method
+
+    method = build_method(cfg, data)
+    if type(method).base_method is not None:
+        method.load_base_state(ckpt["model"])
+    else:
+        method.load_state_dict(ckpt["model"])
+    method = method.to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    return method.eval()
+
+
+def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
+    """Selected metrics stored for this run without all of their current result keys."""
+    from metrics import METRICS
+
+    done, keys = store.metrics_done(run_id), store.metric_keys(run_id)
+    return [n for n in metrics if n in done and not set(METRICS.get(n).keys) <= keys]
+
+
+@command("eval", "evaluate finished runs from their checkpoints (never trains); skips stored metrics", _args)
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from metrics import evaluate, select_metrics
+
+    from ..data import load_dataset
+    from ..provenance import code_version, device_name, package_versions, resolve_device
+    from ..runner import load_checkpoint, seed_everything
+    from ..store import Store
+
+    out = Path(args.out)
+    if not (out / "runs").is_dir():
+        raise UsageError(f"no runs under {out}/runs: train with `python -m bench run ... --out {out}` first")
+    metrics = select_metrics(split_list(args.metrics))
+    try:
+        device = resolve_device(args.device)
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(str(e)) from None
+    found = find_runs(out, args.runs, split_list(args.methods), split_list(args.dataset))
+    if not found:
+        raise UsageError(f"no run under {out}/runs matches --runs {args.runs!r} --methods {args.methods!r} "
+                         f"--dataset {args.dataset!r}")
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    store = Store(out / "results.db")
+    cache: dict[tuple, object] = {}
+    evaluated, skipped = [], []
+    for f in found:
+        row = store.get_run(f.run_id)
+        if row and row["status"] == "diverged":
+            skipped.append(f"{f.run_id}: diverged in training, nothing to evaluate")
+            continue
+        path = checkpoint_of(f, out)
+        ckpt = load_checkpoint(path) if path.exists() else {}
+        if not ckpt.get("finished"):
+            skipped.append(f"{f.run_id}: no finished checkpoint at {path}; `bench run` trains or resumes it")
+            continue
+        cfg = f.cfg
+        key = (cfg.dataset, cfg.data)
+        if key not in cache:
+            cache[key] = load_dataset(cfg.dataset, args.data_root, cfg.data)
+        data = cache[key]
+        seed_everything(cfg.seed)  # metrics draw from their own generators; this covers any global draw
+        method = load_trained(cfg, ckpt, data, device)
+        own = type(method).base_method is None
+        if row is None:  # a run directory copied without its results store: register it first
+            store.upsert_run(
+                f.run_id, method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol,
+                seed=cfg.seed, config_json=cfg.to_dict(), config_hash=cfg.config_hash(),
+                code_version=code_version(), packages_json=package_versions(), device=device_name(device),
+                dtype=cfg.train.precision, run_dir=str(f.run_dir.resolve()), status="done",
+                steps=ckpt["step"] if own else 0, train_seconds=ckpt["train_seconds"] if own else 0.0)
+        extras = {}
+        if own and ckpt.get("train_seconds", 0) > 0:
+            # measured by the runner during training and saved in the checkpoint
+            extras["train_images_per_s"] = ckpt["images_seen"] / ckpt["train_seconds"]
+            if row is not None:
+                extras["train_device"] = row["device"]
+        print(f"{f.run_id}: evaluating from {path}")
+        stale = [] if args.overwrite else stale_metrics(store, f.run_id, metrics)
+        if stale:  # stored before the metric gained keys: recompute those metrics whole
+            print(f"  recomputing {', '.join(stale)}: stored without some of their current keys")
+            evaluate(method, cfg, data, device, store, f.run_id, f.run_dir, metrics=stale, overwrite=True,
+                     extras=extras)
+        evaluate(method, cfg, data, device, store, f.run_id, f.run_dir, metrics=metrics, overwrite=args.overwrite,
+                 extras=extras)
+        if row is not None and row["status"] != "done":  # e.g. killed during its first evaluation
+            store.set_status(f.run_id, "done")
+        evaluated.append(f.run_id)
+
+    from reports.summary import summary_table
+
+    if evaluated:
+        print(summary_table(out / "results.db", evaluated))
+    for line in skipped:
+        print(f"skipped {line}")
+    return 1 if skipped else 0

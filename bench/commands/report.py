@@ -1,0 +1,48 @@
+"""`bench report`: tables, figure grids and plots from a results store and its run directories."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import UsageError, command, split_list
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", default=None, help="output directory of `bench run` (its results.db; default bench-out)")
+    where.add_argument("--store", default=None, metavar="PATH", help="a results store (results.db) anywhere")
+    p.add_argument("--report-dir", default=None, metavar="DIR", help="where to write (default: report/ next to the store)")
+    p.add_argument("--datasets", default="", help="comma-separated dataset names or globs (default: all in the store)")
+    p.add_argument("--methods", default="", help="comma-separated method or variant names or globs (default: all)")
+    p.add_argument("--data-root", default=None,
+                   help="where the datasets live (or $AEGAN_BENCH_DATA): the grids show held-out images")
+    p.add_argument("--no-figures", action="store_true", help="tables and text only: no grids, no plots")
+
+
+def report_from_args(store: Path, report_dir: str | None, datasets: list[str], methods: list[str],
+                     data_root: str | None, figures: bool = True) -> Path:
+    from reports.render import write_report
+
+    return write_report(store, report_dir, datasets or None, methods or None, data_root, grids=figures, plots=figures)
+
+
+@command("report", "render tables, figure grids and plots (report.md, report.html) from a results store", _args)
+def run(args: argparse.Namespace) -> int:
+    from .run import DEFAULT_OUT
+
+    store = Path(args.store) if args.store else Path(args.out or DEFAULT_OUT) / "results.db"
+    if not store.is_file():
+        raise UsageError(f"no results store at {store}; run `python -m bench run --methods ... --out DIR` first, "
+                         "then `python -m bench report --out DIR`")
+    datasets, methods = split_list(args.datasets), split_list(args.methods)
+    from reports.results import load_results
+
+    if (datasets or methods) and not load_results(store, datasets or None, methods or None).runs:
+        everything = load_results(store)
+        raise UsageError(f"no run in {store} matches --datasets {args.datasets or '*'} --methods {args.methods or '*'}; "
+                         f"the store has datasets {', '.join(everything.datasets()) or '(none)'} and methods "
+                         f"{', '.join(dict.fromkeys(r.label for r in everything.runs)) or '(none)'}")
+    path = report_from_args(store, args.report_dir, datasets, methods, args.data_root, not args.no_figures)
+    print(f"report: {path} and {path.with_suffix('.md')}")
+    return 0

@@ -1,0 +1,234 @@
+"""`bench score --metric NAME A B`: score images outside any run.
+
+Distribution metrics (fid, kid) compare two folders of images. Pairwise metrics (lpips, mse, and psnr/ssim when
+metrics.image_quality provides them) compare two image files, or two folders image by image, matching files by
+their path relative to the folder. Images are read as torch-fidelity reads folders (PIL, RGB), so FID and KID
+equal `fidelity --fid --kid A B` with the same weights (fp32; bf16 is the fast default, within 0.5%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..cli import UsageError, command
+from ..registry import Registry
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+#: torch-fidelity's default seed of KID's random subsets, so that KID equals its CLI's
+KID_SEED = 2020
+
+
+@dataclass(frozen=True)
+class Scorer:
+    name: str
+    #: "distribution": two folders, one number; "pairwise": per image pair, averaged
+    kind: str
+    direction: str
+    description: str
+    #: distribution: (uint8 A, uint8 B, args) -> (value, provenance); pairwise: (A, B in [0,1], args) -> per pair
+    score: Callable[..., Any]
+
+
+SCORERS: Registry[Scorer] = Registry("metric")
+
+
+def _fidelity(key: str):
+    def score(a: torch.Tensor, b: torch.Tensor, args: argparse.Namespace) -> tuple[float, dict[str, Any]]:
+        from metrics.fidelity import fid_kid, provenance
+        from metrics.weights import inception_weights
+
+        from ..provenance import resolve_device
+
+        device = resolve_device(args.device)
+        w = inception_weights(args.weights_cache)
+        s = fid_kid(a, b, weights=w, dtype=args.dtype, device=device, seed=args.seed, fid=key == "fid",
+                    kid=key == "kid")
+        prov = provenance(w, args.dtype, device, len(a), len(b), s, args.seed)
+        if key == "kid":
+            prov["kid_std"] = s["kid_std"]
+        return s[key], prov
+
+    return score
+
+
+def _lpips(a: torch.Tensor, b: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+    from metrics.lpips_metric import lpips_distance
+
+    from ..provenance import resolve_device
+
+    return lpips_distance(a, b, net=args.net, device=resolve_device(args.device), cache_dir=args.weights_cache)
+
+
+def _lpips_provenance(args: argparse.Namespace) -> dict[str, Any]:
+    from metrics.lpips_metric import lpips_model, lpips_version
+
+    _, w = lpips_model(args.net, "cpu", args.weights_cache)
+    return {"lpips": lpips_version(), "net": args.net, **w.provenance(), "input_range": "[-1,1]"}
+
+
+SCORERS.add("fid", Scorer("fid", "distribution", "lower", "Frechet Inception Distance (torch-fidelity)",
+                          _fidelity("fid")))
+SCORERS.add("kid", Scorer("kid", "distribution", "lower", "Kernel Inception Distance, mean over subsets",
+                          _fidelity("kid")))
+SCORERS.add("lpips", Scorer("lpips", "pairwise", "lower", "LPIPS (alex, or --net vgg)", _lpips))
+
+
+def _pairwise(module: str, func: str) -> Callable[..., torch.Tensor]:
+    """A pairwise `func(a, b) -> per-image tensor` of a metrics module, imported when used (the CLI starts fast;
+    psnr/ssim come from metrics.image_quality, which an installation may lack)."""
+
+    def score(a: torch.Tensor, b: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            raise UsageError(f"this installation has no {module}.{func}") from None
+        return fn(a, b)
+
+    return score
+
+
+SCORERS.add("mse", Scorer("mse", "pairwise", "lower", "mean squared error, pixels in [0,1]",
+                          _pairwise("metrics.reconstruction", "per_image_mse")))
+SCORERS.add("psnr", Scorer("psnr", "pairwise", "higher", "PSNR in dB (scikit-image, data range 1)",
+                           _pairwise("metrics.image_quality", "psnr")))
+SCORERS.add("ssim", Scorer("ssim", "pairwise", "higher", "SSIM, Wang et al. settings (scikit-image)",
+                           _pairwise("metrics.image_quality", "ssim")))
+
+
+# --- reading images ---------------------------------------------------------------------------------------
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+
+
+def read_image(path: Path, rgb: bool) -> torch.Tensor:
+    """uint8 C x H x W as torch-fidelity reads it (PIL, RGB); grey images keep one channel unless rgb."""
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as img:
+            grey = img.mode in ("1", "L", "I;16", "I")
+            return pil_to_tensor(img.convert("L" if grey and not rgb else "RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise UsageError(f"cannot read image {path}: {e}") from None
+
+
+def stack(paths: list[Path], rgb: bool, where: str) -> torch.Tensor:
+    images = [read_image(p, rgb) for p in paths]
+    shapes = {tuple(x.shape) for x in images}
+    if len(shapes) > 1:
+        raise UsageError(f"images in {where} differ in size ({', '.join(map(str, sorted(shapes)[:3]))}); "
+                         "resize them to one size first")
+    return torch.stack(images)
+
+
+def _existing(path: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"no such file or folder: {path}")
+    return p
+
+
+def pairs(a: Path, b: Path) -> list[tuple[Path, Path]]:
+    """Two files, or two folders matched by relative path."""
+    if a.is_file() and b.is_file():
+        return [(a, b)]
+    if not (a.is_dir() and b.is_dir()):
+        raise UsageError("a pairwise metric takes two image files or two folders, not a file and a folder")
+    left = {p.relative_to(a): p for p in list_images(a)}
+    right = {p.relative_to(b): p for p in list_images(b)}
+    only = sorted(set(left) ^ set(right))
+    if only:
+        raise UsageError(f"{len(only)} images are in only one of the folders (matched by name), e.g. "
+                         f"{', '.join(map(str, only[:3]))}")
+    if not left:
+        raise UsageError(f"no images ({', '.join(IMAGE_EXTS)}) in {a} and {b}")
+    return [(left[k], right[k]) for k in sorted(left)]
+
+
+def score_pairwise(scorer: Scorer, a: Path, b: Path, args: argparse.Namespace) -> dict[str, Any]:
+    matched = pairs(a, b)
+    values: list[float] = []
+    for pa, pb in matched:  # one pair at a time: pairs may differ in size and channels
+        x, y = read_image(pa, rgb=False), read_image(pb, rgb=False)
+        if x.shape[0] != y.shape[0]:
+            x, y = x.expand(3, -1, -1), y.expand(3, -1, -1)
+        if x.shape != y.shape:
+            raise UsageError(f"{pa} and {pb} differ in size: {tuple(x.shape)} vs {tuple(y.shape)}")
+        values.append(float(scorer.score(x[None].float() / 255, y[None].float() / 255, args)[0]))
+    result = {"value": sum(values) / len(values), "n": len(values),
+              "per_image": {str(pa): v for (pa, _), v in zip(matched, values)}}
+    if scorer.name == "lpips":
+        result["provenance"] = _lpips_provenance(args)
+    return result
+
+
+def score_distribution(scorer: Scorer, a: Path, b: Path, args: argparse.Namespace) -> dict[str, Any]:
+    for p in (a, b):
+        if not p.is_dir():
+            raise UsageError(f"{scorer.name} compares two folders of images; {p} is not a folder")
+    sets = []
+    for p in (a, b):
+        files = list_images(p)
+        if len(files) < 2:
+            raise UsageError(f"{scorer.name} needs at least 2 images in each folder; {p} has {len(files)}")
+        sets.append(stack(files, rgb=True, where=str(p)))
+    value, prov = scorer.score(sets[0], sets[1], args)
+    return {"value": value, "n": [len(sets[0]), len(sets[1])], "provenance": prov}
+
+
+RUN_KIND: dict[str, Callable[[Scorer, Path, Path, argparse.Namespace], dict[str, Any]]] = {
+    "pairwise": score_pairwise, "distribution": score_distribution}
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metric", required=True, help=f"one of: {', '.join(SCORERS)}")
+    p.add_argument("a", metavar="A", help="image folder (fid, kid) or image file / folder (pairwise metrics)")
+    p.add_argument("b", metavar="B", help="the other folder or file")
+    p.add_argument("--json", action="store_true", help="print one JSON object (value, n, provenance)")
+    # valid values are checked against the metrics' registries when used (importing them here would slow
+    # every `bench` command)
+    p.add_argument("--net", default="alex", help="LPIPS backbone: alex (default) or vgg")
+    p.add_argument("--dtype", default="bf16",
+                   help="FID/KID feature precision: bf16 (fast, default) or fp32 (torch-fidelity's own)")
+    p.add_argument("--weights-cache", default=None, metavar="DIR",
+                   help="folder of the pretrained weights (default $AEGAN_BENCH_WEIGHTS or <cache>/weights)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=KID_SEED, help=f"seed of KID's subsets (default {KID_SEED})")
+
+
+@command("score", "score two image folders (fid, kid) or image pairs (lpips, mse, ...) outside any run", _args)
+def run(args: argparse.Namespace) -> int:
+    scorer = SCORERS.get(args.metric)
+    from metrics.fidelity import EXTRACTORS
+    from metrics.lpips_metric import LPIPS_NETS
+
+    EXTRACTORS.get(args.dtype)  # unknown values: exit 2 with the valid ones
+    if args.net not in LPIPS_NETS:
+        raise UsageError(f"unknown --net {args.net!r}; valid: {', '.join(LPIPS_NETS)}")
+    a, b = _existing(args.a), _existing(args.b)
+    try:
+        result = RUN_KIND[scorer.kind](scorer, a, b, args)
+    except ValueError as e:  # bad image ranges or sizes, torch-fidelity's input checks
+        raise UsageError(f"{scorer.name}: {e}") from None
+    out = {"metric": scorer.name, "direction": scorer.direction, "a": str(a), "b": str(b), **result}
+    if args.json:
+        json.dump(out, sys.stdout, indent=1, default=str)
+        print()
+        return 0
+    n = out["n"] if scorer.kind == "pairwise" else " vs ".join(map(str, out["n"]))
+    print(f"{scorer.name} = {out['value']:.6g}  ({scorer.direction} is better; n = {n})")
+    prov = out.get("provenance", {})
+    if prov:
+        print("  " + ", ".join(f"{k}={prov[k]}" for k in ("net", "dtype", "weights_sha256", "weights_source")
+                               if k in prov))
+    return 0

@@ -1,0 +1,222 @@
+"""Variants: a registered method under other config values, defined without code.
+
+Two ways to define one, both validated exactly as `--set` overrides (bench.config.parse_overrides):
+
+- inline in `--methods`: ``faae[loss.rec_weight=30,train.batch_size=32]``. The variant is named by the
+  text itself with spaces removed (``faae[loss.rec_weight=30,train.batch_size=32]``), or by ``name=NAME``
+  inside the brackets: ``faae[name=faae-lowre,loss.rec_weight=0.01]``.
+- in a TOML file (``--variants FILE.toml``), one table per variant::
+
+      [faae-lowre]
+      base = "faae"                 # a registered method, or another variant of the file
+      description = "rec weight 0.01"   # optional
+      [faae-lowre.set]
+      "loss.rec_weight" = 0.01
+
+  and then ``--methods faae-lowre``. File variants also accept inline overrides: ``faae-lowre[train.max_steps=50]``.
+
+Precedence, last wins: defaults <- protocol preset <- method's protocol params <- ``--set`` <- variant.
+A variant is the more specific statement, so it wins over the run-wide ``--set``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, RunConfig, parse_overrides
+from .registry import UnknownNameError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+    import tomli as tomllib  # type: ignore[no-redef]
+
+#: characters a variant name may hold: it becomes part of run ids and run directory names
+NAME_RE = re.compile(r"^[A-Za-z0-9_.+\-\[\]=,]+$")
+PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A method (``base``) with config overrides; ``name`` is "" for the plain registered method."""
+
+    name: str
+    base: str
+    #: section -> key -> value (strings, as from --set); see bench.config.parse_overrides
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.name or self.base
+
+
+def split_top_level(text: str, sep: str = ",") -> list[str]:
+    """Split on `sep` outside square brackets: 'faae[a=1,b=2],aae' -> ['faae[a=1,b=2]', 'aae']."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+            if depth < 0:
+                raise ConfigError(f"unbalanced ']' in {text!r}")
+        if ch == sep and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise ConfigError(f"unbalanced '[' in {text!r}")
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _as_text(value: Any) -> str:
+    """TOML values as --set text, so both paths share one validation (0.01 -> '0.01', true -> 'true')."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int, float)):
+        return json.dumps(value)
+    raise ConfigError(f"variant values must be strings, numbers or booleans, got {value!r}")
+
+
+def _merge(*layers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for layer in layers:
+        for section, values in layer.items():
+            out.setdefault(section, {}).update(values)
+    return out
+
+
+def load_variants(path: str | Path) -> dict[str, Variant]:
+    """Read a TOML file of named variants; bases may be methods or earlier/later variants of the file."""
+    from methods import METHODS
+
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"variants file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"variants file {p} is not valid TOML: {e}") from None
+    pending: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        where = f"{p}: [{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table with base = \"METHOD\" and a [{name}.set] table")
+        if not PLAIN_NAME_RE.match(name):
+            raise ConfigError(f"{where}: a variant name may hold letters, digits and _ . + - only")
+        if name in METHODS:
+            raise ConfigError(f"{where}: {name!r} is a registered method; give the variant another name")
+        unknown = sorted(set(table) - {"base", "set", "description"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: base, set, description")
+        if not isinstance(table.get("base"), str):
+            raise ConfigError(f"{where} needs base = \"METHOD\" (one of {', '.join(METHODS)})")
+        sets = table.get("set", {})
+        if not isinstance(sets, dict):
+            raise ConfigError(f"{where}: set must be a table of \"section.key\" = value")
+        try:
+            overrides = parse_overrides([f"{k}={_as_text(v)}" for k, v in sets.items()])
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        pending[name] = {"base": table["base"], "overrides": overrides, "description": table.get("description", "")}
+
+    # resolve chains (a variant of a variant) to a registered method, refusing cycles
+    resolved: dict[str, Variant] = {}
+
+    def resolve(name: str, seen: tuple[str, ...]) -> Variant:
+        if name in resolved:
+            return resolved[name]
+        if name in seen:
+            raise ConfigError(f"{p}: variants form a cycle: {' -> '.join([*seen, name])}")
+        entry = pending[name]
+        base = entry["base"]
+        if base in pending:
+            parent = resolve(base, (*seen, name))
+            v = Variant(name, parent.base, _merge(parent.overrides, entry["overrides"]), entry["description"])
+        elif base in METHODS:
+            v = Variant(name, base, entry["overrides"], entry["description"])
+        else:
+            raise UnknownNameError("base method of variant " + repr(name), base, [*METHODS, *pending])
+        resolved[name] = v
+        return v
+
+    for name in pending:
+        resolve(name, ())
+    return resolved
+
+
+def parse_method_spec(spec: str, variants: dict[str, Variant] | None = None) -> Variant:
+    """'faae', 'faae-lowre' (from a variants file) or 'faae[loss.rec_weight=30,name=x]' -> Variant."""
+    from methods import METHODS
+
+    variants = variants or {}
+    text = "".join(spec.split())
+    head, bracket, rest = text.partition("[")
+    if head in variants:
+        known = variants[head]
+    elif head in METHODS:
+        known = Variant("", head)
+    else:
+        raise UnknownNameError("method or variant", head, [*METHODS, *variants])
+    if not bracket:
+        return known
+    if not rest.endswith("]") or "[" in rest[:-1] or "]" in rest[:-1]:
+        raise ConfigError(f"{spec!r} must look like METHOD[section.key=value,...] (e.g. faae[loss.rec_weight=30])")
+    items = split_top_level(rest[:-1])
+    name = ""
+    settings = []
+    for item in items:
+        if item.startswith("name="):
+            name = item[len("name="):]
+            if not PLAIN_NAME_RE.match(name):
+                raise ConfigError(f"variant name {name!r} may hold letters, digits and _ . + - only")
+            if name in METHODS:
+                raise ConfigError(f"variant name {name!r} is a registered method; choose another")
+        else:
+            settings.append(item)
+    if not settings:
+        raise ConfigError(f"{spec!r} sets nothing; write e.g. {head}[loss.rec_weight=30]")
+    overrides = parse_overrides(settings)
+    if not name:
+        name = f"{head}[{','.join(settings)}]"
+        if not NAME_RE.match(name):
+            raise ConfigError(f"{spec!r} holds characters a run id cannot; name the variant with name=NAME")
+    return Variant(name, known.base, _merge(known.overrides, overrides), known.description)
+
+
+def parse_methods(text: str, variants: dict[str, Variant] | None = None) -> list[Variant]:
+    """A --methods value: comma-separated specs; commas inside [...] belong to the spec."""
+    specs = [parse_method_spec(s, variants) for s in split_top_level(text)]
+    labels = [v.label for v in specs]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ConfigError(f"--methods names {', '.join(dupes)} more than once")
+    return specs
+
+
+def resolve_variant(variant: Variant, dataset: str, protocol: str, seed: int,
+                    overrides: dict[str, dict[str, str]] | None = None) -> RunConfig:
+    """The run's config: the runner's resolution with the variant's overrides on top of --set ones."""
+    from methods import METHODS
+
+    from .runner import resolve_config
+
+    merged = _merge(overrides or {}, variant.overrides)
+    if variant.overrides.get("method") and not fields(METHODS.get(variant.base).Params):
+        raise ConfigError(f"variant {variant.name!r}: {variant.base} has no method.* parameters; set another section "
+                          f"(data, model, optim, loss, train, eval)")
+    # --set errors first, reported as they are without variants; what fails after that is the variant's
+    plain = resolve_config(variant.base, dataset, protocol, seed, overrides)
+    if not variant.name:
+        return plain
+    try:
+        return resolve_config(variant.base, dataset, protocol, seed, merged, variant=variant.name)
+    except ConfigError as e:
+        raise ConfigError(f"variant {variant.name!r}: {e}") from None

@@ -1,0 +1,68 @@
+"""BiGAN (Donahue et al. 2016): one discriminator on joint pairs (x, E(x)) vs (G(z), z), no reconstruction loss."""
+
+from __future__ import annotations
+
+import torch
+
+from .backbones import Encoder, Generator, JointDiscriminator
+from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real
+
+
+@METHODS.register()
+class BiGAN(Method):
+    """min_{G,E} max_D E_x log D(x, E(x)) + E_z log(1 - D(G(z), z)), deterministic encoder.
+
+    Phases: "disc" updates D on real pairs (x, E(x)) against fake pairs (G(z), z); "gen" updates G and E
+    together to fool it with the labels flipped (non-saturating: -log(1 - D(x, E(x))) - log D(G(z), z)).
+    Both losses carry the protocol's adversarial weight (loss.adv_weight), as for the other methods; there
+    is no reconstruction term, so loss.rec_weight is unused.
+
+    The encoder's output is projected onto the prior's support (`prior.project`) before D sees it. With
+    the sphere prior every z of a fake pair has norm exactly 1, so an unprojected E(x) would let D separate
+    the pairs by the norm alone, and E's gradient would mostly chase the norm instead of matching G's
+    inverse. Projecting makes only the direction of E(x) matter, so E and G play the game the method
+    intends on the same support. (For the Gaussian prior the projection is the identity.) `encode` returns
+    the same projected code, so reconstructions G(E(x)) and re-encoding errors use what D was shown.
+    """
+
+    name = "bigan"
+    description = "BiGAN: joint discriminator on (x, E(x)) vs (G(z), z), deterministic encoder, no recon loss"
+    phases = (Phase("disc", ("D",), "d"), Phase("gen", ("G", "E"), "g"))
+
+    def __init__(self, spec: ModelSpec, params=None):
+        super().__init__(spec, params)
+        self.G, self.E = Generator(spec), self.build_encoder(spec)
+        self.D = JointDiscriminator(spec, dropout=self.discriminator_dropout())
+
+    # --- what ALI changes ---------------------------------------------------------------------------
+    def build_encoder(self, spec: ModelSpec) -> torch.nn.Module:
+        return Encoder(spec)
+
+    def discriminator_dropout(self) -> float:
+        return 0.0
+
+    def posterior_sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The code paired with a real x during training (before projection)."""
+        return self.E(x)
+
+    # --- training -------------------------------------------------------------------------------------
+    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        if phase == "disc":
+            with torch.no_grad():
+                z_real = self.prior.project(self.posterior_sample(x, ctx.generator))
+                x_fake = self.G(z)
+            real_l, fake_l = bce_real(self.D(x, z_real)), bce_fake(self.D(x_fake, z))
+            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+        if phase == "gen":
+            z_real = self.prior.project(self.posterior_sample(x, ctx.generator))
+            e_l, g_l = bce_fake(self.D(x, z_real)), bce_real(self.D(self.G(z), z))
+            return {"loss": ctx.adv_weight * (e_l + g_l), "e_adv": e_l, "g_adv": g_l}
+        raise KeyError(phase)
+
+    # --- what metrics use -----------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.prior.project(self.E(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.G(self.prior.project(z))

@@ -1,0 +1,290 @@
+"""Latent recovery with stochastic clipping (Lipton & Tripathi 2017).
+
+"gan": a plain GAN (the shared G and D, no encoder) trained under the protocol; it "encodes" an image x
+by gradient descent on z to minimise ||G(z) - x||^2, with stochastic clipping after every step.
+"faae+sc", "aae+sc", "bigan+sc", "ali+sc": the same search started from a trained method's E(x), on that
+method's finished checkpoint (loaded by the runner, never retrained).
+
+The cost of these methods is in encoding, not training: every encode is `steps` forward and backward
+passes of G per image and restart, which the evaluation's timings (eval_seconds) record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from bench.config import ConfigError
+
+# the refined bases must be registered before this module builds their "+sc" classes
+from . import aae, ali, bigan, faae  # noqa: F401
+from .backbones import Discriminator, Generator
+from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real
+from .priors import Prior
+
+ClipRule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
+
+
+# --- the clipping rules ---------------------------------------------------------------------------------
+def stochastic_clip(z: torch.Tensor, box: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Every coordinate outside [-box, box] is replaced by its own fresh draw from U(-box, box); the
+    coordinates inside are returned untouched. One independent draw per coordinate: a single scalar
+    shared by all clipped coordinates (a known porting bug) would collapse them onto one value."""
+    dev = generator.device if generator is not None else z.device
+    # a full tensor of draws, used where needed: the RNG advances by the same amount whatever is clipped
+    fresh = torch.rand(z.shape, generator=generator, device=dev).to(z.device, z.dtype).mul_(2 * box).sub_(box)
+    return torch.where(z.abs() > box, fresh, z)
+
+
+def hard_clip(z: torch.Tensor, box: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard clipping onto the box (the paper's other baseline)."""
+    return z.clamp(-box, box)
+
+
+def no_clip(z: torch.Tensor, box: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    return z
+
+
+#: clip rule name -> rule; "none" also skips the projection onto the prior's support (plain descent)
+CLIP_RULES: dict[str, ClipRule] = {"stochastic": stochastic_clip, "hard": hard_clip, "none": no_clip}
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: step-size schedule over the search. Adam's steps do not shrink near the optimum, so with a constant lr
+#: every coordinate keeps moving by about lr: a code is found only to within lr, and stochastic clipping
+#: keeps redrawing each true coordinate that lies within lr of the box's edge. Cosine decay to 0 fixes both.
+SCHEDULES: dict[str, Callable[[torch.optim.Optimizer, int], torch.optim.lr_scheduler.LRScheduler]] = {
+    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1)),
+    "constant": lambda opt, steps: torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0),
+}
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """The module in eval mode (BatchNorm on running statistics) with no parameter gradients; both are
+    restored afterwards, whatever they were."""
+    was_training = module.training
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        module.train(was_training)
+
+
+def per_image_sq_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared pixel error per image, in fp32."""
+    return (a.float() - b.float()).flatten(1).pow(2).mean(1)
+
+
+def _rule_name(clip: bool | str) -> str:
+    name = {True: "stochastic", False: "none"}.get(clip, clip) if isinstance(clip, bool) else clip
+    if name not in CLIP_RULES:
+        raise ValueError(f"clip must be True, False or one of {', '.join(CLIP_RULES)}, got {clip!r}")
+    return name
+
+
+def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr: float, restarts: int = 1,
+                    clip: bool | str = True, init: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None, *, dim: int | None = None,
+                    optimizer: str = "adam", schedule: str = "cosine") -> torch.Tensor:
+    """argmin_z ||G(z) - x||^2 per image, by `steps` optimiser steps on a batch of images at once.
+
+    Each image gets `restarts` independent searches (run as one batch); the z with the lowest error seen
+    at any step is kept per image. Restart 0 starts from `init` when given (projected onto the prior's
+    support), the others from prior samples. After every step the clip rule is applied (True or
+    "stochastic": stochastic clipping to the box [-prior.box, prior.box]; "hard": clamping; False or
+    "none": nothing) and then, unless the rule is "none", z is projected onto the prior's support. The
+    step size follows `schedule` (default: cosine decay from lr to 0, see SCHEDULES). For
+    the sphere prior that projection is what keeps z a valid code (projected gradient descent on the
+    sphere); stochastic clipping is then a safeguard that rarely fires, since unit-norm codes lie inside
+    [-1, 1]^n. For the uniform prior (the paper's setting) clipping is the whole constraint.
+
+    G is kept in eval mode and its parameters get no gradients (both restored afterwards). Works when the
+    caller is under torch.no_grad() (evaluation is); not under torch.inference_mode. Respects an
+    enclosing autocast (bf16 on CPU). Random draws (starts, clipping) use `generator`, torch's global RNG
+    when None. Returns fp32 codes of shape (len(x), dim) on x's device.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("recover_latents needs autograd: call it under torch.no_grad(), not inference_mode")
+    if init is None and dim is None:
+        raise ValueError("recover_latents needs init or dim")
+    rule, name = CLIP_RULES[_rule_name(clip)], _rule_name(clip)
+    n, d = x.shape[0], (init.shape[1] if init is not None else dim)
+    gen_dev = generator.device if generator is not None else x.device
+    z0 = prior.sample(n * restarts, d, generator=generator, device=gen_dev).to(x.device)
+    if init is not None:
+        z0[:n] = prior.project(init.detach().float())
+    target = x.detach().repeat(restarts, *([1] * (x.dim() - 1)))  # row r * n + i is image i, restart r
+
+    def constrain(z: torch.Tensor) -> torch.Tensor:
+        z = rule(z, prior.box, generator)
+        return z if name == "none" else prior.project(z)
+
+    with torch.enable_grad(), frozen(G):
+        z = z0.clone().requires_grad_(True)
+        opt = OPTIMIZERS[optimizer]([z], lr=lr)
+        sched = SCHEDULES[schedule](opt, steps)
+        best_err = torch.full((n * restarts,), math.inf, device=x.device)
+        best_z = z0.clone()
+        for step in range(steps + 1):
+            # G(z.clone()), not G(z): autocast caches its bf16 copy of a leaf that requires grad (meant for
+            # weights) until the autocast region ends, so G would see the starting z at every step
+            err = per_image_sq_error(G(z.clone()), target)
+            with torch.no_grad():
+                better = err < best_err
+                best_err = torch.where(better, err.detach(), best_err)
+                best_z[better] = z.detach()[better]
+            if step == steps:  # the last evaluation scores the final iterate only
+                break
+            opt.zero_grad(set_to_none=True)
+            err.sum().backward()  # per-image errors summed: each z's gradient is independent of the batch
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                z.copy_(constrain(z))
+    pick = best_err.view(restarts, n).argmin(0)
+    return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
+
+
+# --- the search's settings ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecoveryParams:
+    #: optimiser steps per image (each a forward and backward pass of G)
+    steps: int = 1000
+    #: step size in units of the prior's per-coordinate standard deviation (sphere: 1/sqrt(n)), so one
+    #: setting works for every prior; the absolute learning rate is lr * that std
+    lr: float = 0.1
+    #: independent searches per image (batched); the best is kept
+    restarts: int = 2
+    #: clip rule after each step: stochastic (the paper's), hard, or none (also no sphere projection)
+    clip: str = "stochastic"
+    optimizer: str = "adam"
+    #: step-size schedule: cosine (decay to 0) or constant
+    schedule: str = "cosine"
+    #: seed of the search's own generator: encode(x) of the same batch is repeatable
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
+            raise ConfigError("method.steps must be >= 0, method.restarts >= 1 and method.lr > 0")
+        if self.clip not in CLIP_RULES:
+            raise ConfigError(f"method.clip must be one of {', '.join(CLIP_RULES)}, got {self.clip!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"method.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"method.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class RefineParams(RecoveryParams):
+    #: restart 0 starts from E(x); further restarts start from prior samples
+    restarts: int = 1
+
+
+# smoke: seconds. quick: measured ~? images/s on 2 shared cores for the quick model (w=64, n=256, bf16), so
+# 2000 held-out CIFAR images take ~? min per encode. paper: the paper-like search (1000+ Adam steps).
+RECOVERY_PROTOCOLS: dict[str, dict] = {
+    "smoke": {"steps": 5, "restarts": 2},
+    "quick": {"steps": 50, "restarts": 1},
+    "paper": {"steps": 1000, "restarts": 2},
+}
+REFINE_PROTOCOLS: dict[str, dict] = {
+    "smoke": {"steps": 5},
+    "quick": {"steps": 50},
+    "paper": {"steps": 1000},
+}
+
+
+class _Search:
+    """The search as a method's encoder: settings from the method's params."""
+
+    params: RecoveryParams
+    prior: Prior
+    spec: ModelSpec
+
+    def search(self, G: nn.Module, x: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
+        p = self.params
+        std = math.sqrt(self.prior.expected_pair_sq_dist(self.spec.latent_dim) / (2 * self.spec.latent_dim))
+        gen = torch.Generator().manual_seed(p.seed)
+        return recover_latents(G, x, self.prior, p.steps, p.lr * std, p.restarts, p.clip, init, gen,
+                               dim=self.spec.latent_dim, optimizer=p.optimizer, schedule=p.schedule)
+
+
+@METHODS.register()
+class LatentRecoveryGAN(_Search, Method):
+    """A plain GAN: "disc" updates D on real x vs G(z), "gen" updates G to fool it (non-saturating), both
+    weighted by loss.adv_weight like the other methods' adversarial terms (loss.rec_weight is unused).
+    `encode(x)` is the stochastic-clipping search from prior samples (see `recover_latents`)."""
+
+    name = "gan"
+    description = "plain GAN; encode by latent recovery: gradient descent on z with stochastic clipping"
+    phases = (Phase("disc", ("D",), "d"), Phase("gen", ("G",), "g"))
+    Params = RecoveryParams
+    protocol_params: ClassVar[dict[str, dict]] = RECOVERY_PROTOCOLS
+
+    def __init__(self, spec: ModelSpec, params=None):
+        super().__init__(spec, params)
+        self.G, self.D = Generator(spec), Discriminator(spec)
+
+    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        if phase == "disc":
+            with torch.no_grad():
+                fake = self.G(z)
+            real_l, fake_l = bce_real(self.D(x)), bce_fake(self.D(fake))
+            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+        if phase == "gen":
+            g = bce_real(self.D(self.G(z)))
+            return {"loss": ctx.adv_weight * g, "g_adv": g}
+        raise KeyError(phase)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.search(self.G, x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.G(self.prior.project(z))
+
+
+class RefinedEncoder(_Search, Method):
+    """A trained method's model with its encoding refined by the search, started from z = E(x) projected
+    onto the prior's support. Not trainable: the runner loads the base method's finished checkpoint
+    through `load_base_state`. Decoding and sampling are the base method's."""
+
+    Params = RefineParams
+    protocol_params: ClassVar[dict[str, dict]] = REFINE_PROTOCOLS
+
+    def __init__(self, spec: ModelSpec, params=None):
+        super().__init__(spec, params)
+        self.base = METHODS.get(self.base_method)(spec)
+
+    def load_base_state(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.base.load_state_dict(state_dict)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.search(self.base.G, x, init=self.base.encode(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.base.decode(z)
+
+
+#: methods whose encoder the search can refine: each gets a "<base>+sc" method
+REFINABLE = ("faae", "aae", "bigan", "ali")
+
+for _base in REFINABLE:
+    _cls = METHODS.get(_base)
+    METHODS.register()(type(f"{_cls.__name__}SC", (RefinedEncoder,), {
+        "name": f"{_base}+sc",
+        "description": f"{_base}'s trained model; encode refines E(x) by gradient descent with stochastic clipping",
+        "base_method": _base,
+        "provides": _cls.provides,
+        "__module__": __name__,
+    }))

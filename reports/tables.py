@@ -1,0 +1,307 @@
+"""Result tables: methods x metric keys, mean +- std over seeds, best per column, provenance as footnotes.
+
+One table holds only numbers that can be compared: the runs of one dataset and protocol whose metric
+provenance (image counts, split, resolution, dtype, weights...) agrees key by key. Runs that disagree go
+into a further table of the same protocol, never into the same one.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
+
+OK, NA, MISSING = "ok", "n/a", "missing"
+NA_TEXT, MISSING_TEXT = "n/a", "—"
+ARROW = {"lower": "↓", "higher": "↑"}
+LATEX_ARROW = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    status: str
+    mean: float | None = None
+    #: sample standard deviation (ddof=1) over seeds; None for a single seed
+    std: float | None = None
+    n: int = 0
+    best: bool = False
+
+
+def aggregate(values: Sequence[float | None]) -> Cell:
+    """One cell from the values of a row's seeds: None entries are n/a (capability missing)."""
+    got = [float(v) for v in values if v is not None]
+    if not got:
+        return Cell(NA if values else MISSING)
+    std = statistics.stdev(got) if len(got) > 1 else None
+    return Cell(OK, statistics.fmean(got), std, len(got))
+
+
+def mark_best(cells: Sequence[Cell], direction: str) -> list[Cell]:
+    """Mark the best mean of a column (ties all marked); a column with fewer than two values marks none."""
+    means = [c.mean for c in cells if c.status == OK and c.mean is not None and math.isfinite(c.mean)]
+    if len(means) < 2:
+        return list(cells)
+    best = min(means) if direction == "lower" else max(means)
+    return [Cell(c.status, c.mean, c.std, c.n, c.status == OK and c.mean == best) for c in cells]
+
+
+def significant(value: float, digits: int) -> str:
+    """`digits` significant digits, trailing zeros kept (0.2270), no bare trailing point (1430, not 1430.)."""
+    text = f"{value:#.{digits}g}"
+    return text.replace(".e", "e").rstrip(".") if "." in text else text
+
+
+def format_cell(cell: Cell, pm: str = "±") -> str:
+    if cell.status == NA:
+        return NA_TEXT
+    if cell.status == MISSING:
+        return MISSING_TEXT
+    text = significant(cell.mean, 4)
+    if cell.std is not None:
+        text += f" {pm} {significant(cell.std, 2)}"
+    return text
+
+
+@dataclass
+class Row:
+    label: str
+    variant: str
+    method: str
+    setting: str
+    runs: list[Run]
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+
+@dataclass
+class Table:
+    dataset: str
+    protocol: str
+    #: 1-based position among the tables of this dataset and protocol, and their number
+    part: int
+    parts: int
+    keys: list[str]
+    rows: list[Row]
+    #: key -> the provenance fields all its values share (seed, device, timings removed)
+    provenance: dict[str, dict[str, Any]]
+    #: key -> names of provenance fields that differ between its values (measurements of each run)
+    varying: dict[str, list[str]]
+    #: key -> metric name
+    metric_of: dict[str, str]
+    footnotes: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> list[Run]:
+        return [r for row in self.rows for r in row.runs]
+
+    @property
+    def slug(self) -> str:
+        suffix = f"-{self.part}" if self.parts > 1 else ""
+        return f"{self.dataset}-{self.protocol}{suffix}"
+
+    @property
+    def title(self) -> str:
+        part = f" (part {self.part} of {self.parts}: evaluation settings differ)" if self.parts > 1 else ""
+        return f"{self.dataset}, protocol {self.protocol}{part}"
+
+
+# --- building -------------------------------------------------------------------------------------------
+def _compatible(a: dict[str, str], b: dict[str, str]) -> bool:
+    return all(a[k] == b[k] for k in a.keys() & b.keys())
+
+
+def group_runs(results: Results) -> list[tuple[str, str, list[list[Run]]]]:
+    """(dataset, protocol, groups of comparable runs) for the finished runs, in registry order.
+
+    A run joins the first group whose provenance agrees with its own on every shared key; runs arrive in
+    registry order, so the grouping is deterministic."""
+    out: list[tuple[str, str, list[list[Run]]]] = []
+    by_dp: dict[tuple[str, str], list[Run]] = {}
+    for r in results.runs:
+        if r.status == DONE:
+            by_dp.setdefault((r.dataset, r.protocol), []).append(r)
+    for (dataset, protocol), runs in by_dp.items():
+        groups: list[tuple[dict[str, str], list[Run]]] = []
+        for r in runs:
+            sig = run_signature(results.values[r.run_id])
+            for gsig, gruns in groups:
+                if _compatible(gsig, sig):
+                    gsig.update(sig)
+                    gruns.append(r)
+                    break
+            else:
+                groups.append((dict(sig), [r]))
+        out.append((dataset, protocol, [g for _, g in groups]))
+    return out
+
+
+def build_rows(runs: list[Run], values: dict[str, dict[str, Value]], keys: list[str]) -> list[Row]:
+    from metrics import direction
+
+    grouped: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        grouped.setdefault((r.label, r.setting), []).append(r)
+    settings_per_label: dict[str, int] = {}
+    for label, _ in grouped:
+        settings_per_label[label] = settings_per_label.get(label, 0) + 1
+    rows = []
+    for (label, setting), rruns in grouped.items():
+        shown = f"{label} (cfg {setting[:6]})" if settings_per_label[label] > 1 else label
+        row = Row(shown, label, rruns[0].method, setting, rruns)
+        for k in keys:
+            present = [values[r.run_id][k].value for r in rruns if k in values[r.run_id]]
+            row.cells[k] = aggregate(present)
+        rows.append(row)
+    for k in keys:
+        marked = mark_best([row.cells[k] for row in rows], direction(k))
+        for row, cell in zip(rows, marked):
+            row.cells[k] = cell
+    return rows
+
+
+def _describe_provenance(prov: dict[str, Any]) -> str:
+    first = [f"{k}={prov[k]}" for k in COUNT_FIELDS if k in prov]
+    rest = [f"{k}={v}" for k, v in prov.items() if k not in COUNT_FIELDS]
+    return "; ".join(first + rest)
+
+
+def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
+    from metrics import direction
+
+    notes = [
+        "Cells: mean ± sample standard deviation (ddof=1) over seeds; a single seed shows the mean only. "
+        "Bold: best mean per column (↓ lower is better, ↑ higher is better; ties all bold; none with fewer than "
+        f"two values). {NA_TEXT}: the method lacks a capability the metric requires. {MISSING_TEXT}: not evaluated."
+    ]
+    # keys with identical provenance share one note, in column order
+    by_prov: dict[str, list[str]] = {}
+    for k in table.keys:
+        ident = [table.provenance.get(k, {}), table.varying.get(k, [])]
+        by_prov.setdefault(json.dumps(ident, sort_keys=True, default=str), []).append(k)
+    for text, ks in by_prov.items():
+        prov, varying = json.loads(text)
+        arrows = ", ".join(f"{k} {ARROW.get(direction(k), '')}".strip() for k in ks)
+        desc = _describe_provenance(prov) if prov else "no provenance stored (n/a or not evaluated)"
+        if varying:
+            desc += f"; per run: {', '.join(varying)}"
+        notes.append(f"{arrows} [{table.metric_of.get(ks[0], '?')}]: {desc}")
+    for row in table.rows:
+        reasons: dict[str, list[str]] = {}
+        for k in table.keys:
+            if row.cells[k].status != NA:
+                continue
+            for r in row.runs:
+                v = values[r.run_id].get(k)
+                if v is not None and v.value is None:
+                    reasons.setdefault(str(v.provenance.get("reason", "no reason stored")), []).append(k)
+                    break
+        for reason, ks in reasons.items():
+            notes.append(f"{NA_TEXT} for {row.label}: {reason} ({', '.join(ks)})")
+        partial = [k for k in table.keys if row.cells[k].status == OK and row.cells[k].n < len(row.runs)]
+        if partial:
+            notes.append(f"{row.label}: {', '.join(partial)} from fewer seeds than the row's {len(row.runs)}")
+    labels = [row for row in table.rows if row.label != row.variant]
+    if labels:
+        notes.append("Rows marked (cfg ...) are one method trained under different settings; "
+                     "the settings are listed with the runs below.")
+    return notes
+
+
+def build_tables(results: Results) -> list[Table]:
+    tables = []
+    for dataset, protocol, groups in group_runs(results):
+        for i, runs in enumerate(groups, 1):
+            keys = key_order({k for r in runs for k in results.values[r.run_id]})
+            metric_of: dict[str, str] = {}
+            provs: dict[str, list[dict[str, Any]]] = {}
+            for r in runs:
+                for k, v in results.values[r.run_id].items():
+                    metric_of.setdefault(k, v.metric)
+                    if v.value is not None:
+                        provs.setdefault(k, []).append({f: x for f, x in v.provenance.items() if f not in RUN_SPECIFIC})
+            provenance, varying = {}, {}
+            for k, ps in provs.items():
+                fields = sorted({f for p in ps for f in p})
+                same = [f for f in fields if all(f in p and p[f] == ps[0].get(f) for p in ps)]
+                provenance[k] = {f: ps[0][f] for f in same}
+                varying[k] = [f for f in fields if f not in same]
+            rows = build_rows(runs, results.values, keys)
+            table = Table(dataset, protocol, i, len(groups), keys, rows, provenance, varying, metric_of)
+            table.footnotes = _footnotes(table, results.values)
+            tables.append(table)
+    return tables
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+def display_frame(table: Table, bold: tuple[str, str] = ("**", "**"), pm: str = "±",
+                  escape=lambda s: s, arrows: dict[str, str] = ARROW) -> pd.DataFrame:
+    """The table as strings: one row per method, one column per key, best cells wrapped in `bold`."""
+    from metrics import direction
+
+    data: dict[str, list[str]] = {escape("method"): [escape(r.label) for r in table.rows],
+                                  escape("seeds"): [str(len(r.runs)) for r in table.rows]}
+    for k in table.keys:
+        col = []
+        for row in table.rows:
+            c = row.cells[k]
+            text = escape(format_cell(c, pm))
+            col.append(f"{bold[0]}{text}{bold[1]}" if c.best else text)
+        data[f"{escape(k)} {arrows.get(direction(k), '')}".strip()] = col
+    return pd.DataFrame(data)
+
+
+def to_markdown(table: Table) -> str:
+    df = display_frame(table)
+    return df.to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (df.shape[1] - 1))
+
+
+def to_csv(table: Table) -> str:
+    """Numbers for machines: mean, std, seed count and best flag per key; n/a as "n/a", not evaluated empty
+    (pandas reads both as NaN)."""
+    rows = []
+    for row in table.rows:
+        d: dict[str, Any] = {"method": row.label, "variant": row.variant, "setting": row.setting,
+                             "seeds": len(row.runs)}
+        for k in table.keys:
+            c = row.cells[k]
+            filler = NA_TEXT if c.status == NA else ""
+            d[k] = c.mean if c.status == OK else filler
+            d[f"{k}_std"] = c.std if c.std is not None else filler
+            d[f"{k}_n"] = c.n
+            d[f"{k}_best"] = c.best
+        rows.append(d)
+    buf = io.StringIO()
+    pd.DataFrame(rows).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "--",
+                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs table (pandas Styler), its footnotes under the tabular."""
+    df = display_frame(table, bold=(r"\textbf{", "}"), escape=latex_escape, arrows=LATEX_ARROW)
+    body = df.style.hide(axis="index").to_latex(
+        hrules=True, column_format="l" + "r" * (df.shape[1] - 1), position_float="centering",
+        caption=latex_escape(table.title), label=f"tab:{table.slug}")
+    notes = "\n".join(r"\par\footnotesize " + latex_escape(n) for n in table.footnotes)
+    return body.replace(r"\end{table}", notes + "\n" + r"\end{table}")
+
+
+def to_html(table: Table) -> str:
+    df = display_frame(table, bold=("<strong>", "</strong>"), escape=html.escape)
+    return df.to_html(index=False, escape=False, border=0, classes="results", justify="right")

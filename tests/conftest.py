@@ -1,0 +1,46 @@
+"""Shared fixtures: an isolated cache, tiny image folders, and the real archives of ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _threads():
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    """An empty dataset cache for the test (weights keep their own persistent cache)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("AEGAN_BENCH_CACHE", str(d))
+    return d
+
+
+def shared_archives() -> Path | None:
+    env = os.environ.get("AEGAN_BENCH_SHARED_DATA")
+    p = Path(env) if env else ROOT.parent / "shared" / "data"
+    return p if (p / "unpack.sh").exists() else None
+
+
+@pytest.fixture(scope="session")
+def shared_data(tmp_path_factory) -> Path:
+    """The real CIFAR-10 / CelebA / Tiny ImageNet archives, unpacked once per machine (skip when absent)."""
+    src = shared_archives()
+    if src is None:
+        pytest.skip("../shared/data is not present")
+    dest = Path(os.environ.get("AEGAN_BENCH_UNPACKED", ROOT.parent / "shared-data-cache"))
+    try:
+        out = subprocess.run(["bash", str(src / "unpack.sh"), str(dest)], capture_output=True, text=True,
+                             check=True, timeout=600)
+    except (OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"cannot unpack ../shared/data: {e}")
+    return Path(out.stdout.strip().splitlines()[-1])

@@ -1,0 +1,95 @@
+"""`bench eval`: scores finished runs from their checkpoints, skips what is stored, never retrains."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.cli import main
+from bench.runner import CHECKPOINT, load_checkpoint
+from bench.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+# every test here needs a trained run (the module fixture trains one through the CLI: ~10 s)
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """One finished smoke run of F-AAE, trained by the real CLI and scored with `mse` only."""
+    out = tmp_path_factory.mktemp("eval") / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "AEGAN_BENCH_CACHE": str(out.parent / "cache")}
+    r = subprocess.run([sys.executable, "-m", "bench", "run", "--methods", "faae", "--protocol", "smoke",
+                        "--out", str(out), "--metrics", "mse", "--no-progress"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def snapshot(out: Path) -> dict:
+    """What training leaves behind; evaluation must not change any of it."""
+    (run_dir,) = (out / "runs").iterdir()
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    return {"ckpt_mtime": (run_dir / CHECKPOINT).stat().st_mtime_ns, "step": ckpt["step"],
+            "log": (run_dir / "log.jsonl").read_text(), "samples": sorted(p.name for p in (run_dir / "samples").iterdir())}
+
+
+def rows(out: Path) -> dict:
+    return {r["key"]: r for r in Store(out / "results.db").metric_rows()}
+
+
+def test_eval_adds_metrics_without_retraining(trained, capsys, monkeypatch):
+    monkeypatch.setenv("AEGAN_BENCH_CACHE", str(trained.parent / "cache"))
+    before, stored = snapshot(trained), rows(trained)
+    assert set(stored) == {"recon_mse", "recon_mse_random_pair"}
+
+    code = main(["eval", "--out", str(trained), "--device", "cpu", "--metrics", "mse,image_quality,sharpness,throughput"])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert snapshot(trained) == before
+    after = rows(trained)
+    assert {"recon_psnr", "recon_ssim", "recon_sharpness_ratio", "train_images_per_s"} <= set(after)
+    assert after["recon_mse"]["created"] == stored["recon_mse"]["created"]  # stored metric skipped
+    assert "recon_mse=" not in printed and "recon_psnr=" in printed
+    header = [line for line in printed.splitlines() if line.startswith("| method")]  # the summary table
+    assert header and "recon_psnr" in header[0] and "| faae" in printed
+    # the training throughput comes from the checkpoint's own timing
+    ckpt = load_checkpoint(next((trained / "runs").iterdir()) / CHECKPOINT)
+    assert after["train_images_per_s"]["value"] == pytest.approx(ckpt["images_seen"] / ckpt["train_seconds"])
+
+    # again: nothing left to compute; --overwrite recomputes the selection, with the same deterministic values
+    assert main(["eval", "--out", str(trained), "--metrics", "image_quality"]) == 0
+    assert "recon_psnr=" not in capsys.readouterr().out
+    assert main(["eval", "--out", str(trained), "--metrics", "image_quality", "--overwrite"]) == 0
+    again = rows(trained)
+    assert again["recon_psnr"]["created"] > after["recon_psnr"]["created"]
+    assert again["recon_psnr"]["value"] == after["recon_psnr"]["value"]
+    assert snapshot(trained) == before
+
+
+def test_eval_filters_and_user_errors(trained, tmp_path, capsys):
+    assert main(["eval", "--out", str(tmp_path / "none")]) == 2
+    assert "no runs under" in capsys.readouterr().err
+    assert main(["eval", "--out", str(trained), "--methods", "aae"]) == 2
+    assert "no run under" in capsys.readouterr().err
+    assert main(["eval", "--out", str(trained), "--runs", "faae-*", "--metrics", "nope"]) == 2
+    assert "unknown metric 'nope'" in capsys.readouterr().err
+
+
+def test_eval_skips_unfinished_runs(trained, tmp_path, capsys):
+    """A run whose checkpoint is not finished is left for `bench run` to resume, not evaluated."""
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    (run_dir,) = (out / "runs").iterdir()
+    ckpt = load_checkpoint(run_dir / CHECKPOINT)
+    ckpt["finished"] = False
+    torch.save(ckpt, run_dir / CHECKPOINT)
+    assert main(["eval", "--out", str(out), "--metrics", "reencode"]) == 1
+    assert "no finished checkpoint" in capsys.readouterr().out
+    assert "reencode_error" not in rows(out)

@@ -1,0 +1,68 @@
+"""Registries and typed configs: duplicates refused, unknown names listed, round trips, validated overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from bench.config import ConfigError, RunConfig, apply_overrides, parse_overrides
+from bench.registry import Registry, UnknownNameError
+from bench.runner import resolve_config
+
+
+class Base:
+    name = ""
+
+
+def test_registry_refuses_duplicates_and_wrong_types():
+    reg: Registry[type[Base]] = Registry("thing", Base)
+
+    @reg.register()
+    class A(Base):
+        name = "a"
+
+    with pytest.raises(ValueError, match="already registered"):
+        reg.register("a")(A)
+    with pytest.raises(TypeError, match="subclass of Base"):
+        reg.register("b")(int)
+    with pytest.raises(UnknownNameError, match="valid: a"):
+        reg.get("zz")
+    assert reg.names("a*") == ["a"] and reg.names("q*") == []
+
+
+def test_round_trip_and_hash():
+    cfg = resolve_config("faae", "cifar10", "paper", seed=3)
+    again = RunConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.config_hash() == cfg.config_hash()
+    # evaluation settings do not change what is trained, so they stay out of the run's identity
+    assert dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, n_images=5)).run_id() == cfg.run_id()
+    assert dataclasses.replace(cfg, seed=4).run_id() != cfg.run_id()
+
+
+def test_protocol_presets():
+    paper = resolve_config("aae", "cifar10", "paper")
+    assert (paper.train.epochs, paper.loss.rec_weight, paper.loss.adv_weight) == (50, 100.0, 0.1)
+    assert (paper.optim.lr_g, paper.optim.lr_d, paper.optim.decay) == (3e-4, 1e-3, 1e-4)
+    inet = resolve_config("faae", "imagenet64", "paper")
+    assert inet.train.epochs == 600
+    assert [inet.loss.rec_weight_at(e) for e in (0, 199, 200, 599)] == [30.0, 30.0, 100.0, 100.0]
+
+
+def test_overrides_are_typed_and_validated():
+    cfg = resolve_config("faae", "mnist5k", "smoke", overrides=parse_overrides(
+        ["train.epochs=3", "train.precision=fp32", "loss.rec_weight=30", "train.channels_last=false"]))
+    assert (cfg.train.epochs, cfg.train.precision, cfg.loss.rec_weight, cfg.train.channels_last) == (3, "fp32", 30.0, False)
+    with pytest.raises(ConfigError, match="valid: train.epochs"):
+        apply_overrides(cfg, parse_overrides(["train.epoch=3"]))
+    with pytest.raises(ConfigError, match="expects int"):
+        apply_overrides(cfg, parse_overrides(["train.epochs=three"]))
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        apply_overrides(cfg, parse_overrides(["train.precision=fp16"]))
+    with pytest.raises(ConfigError, match="valid: data, model"):
+        parse_overrides(["nope.x=1"])
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["epochs3"])
+    with pytest.raises(ConfigError, match="model.prior must be one of sphere"):
+        apply_overrides(cfg, parse_overrides(["model.prior=cube"]))

@@ -1,0 +1,155 @@
+"""Runner: repeatable with a seed, resumes exactly after a kill, records divergence, store stays clean."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import parse_overrides
+from bench.runner import CHECKPOINT, execute, load_checkpoint, resolve_config
+from bench.store import Store
+from methods import METHODS
+from methods.faae import FAAE
+
+ROOT = Path(__file__).resolve().parent.parent
+CPU = torch.device("cpu")
+
+
+def smoke(method="faae", seed=0, **sets):
+    items = [f"{k}={v}" for k, v in sets.items()]
+    return resolve_config(method, "mnist5k", "smoke", seed, parse_overrides(items))
+
+
+def weights(out: Path, cfg) -> dict:
+    return load_checkpoint(out / "runs" / cfg.run_id() / CHECKPOINT)["model"]
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_seed_repeats_a_cpu_run_exactly(tmp_path, tmp_cache):
+    cfg = smoke()
+    execute([cfg], tmp_path / "a", None, CPU, progress=False)
+    execute([cfg], tmp_path / "b", None, CPU, progress=False)
+    assert same(weights(tmp_path / "a", cfg), weights(tmp_path / "b", cfg))
+    other = smoke(seed=1)
+    execute([other], tmp_path / "c", None, CPU, progress=False)
+    assert not same(weights(tmp_path / "a", cfg), weights(tmp_path / "c", other))
+
+
+def test_resume_continues_exactly(tmp_path, tmp_cache):
+    """24 steps in one go equal 12 steps, a stop and a resume to 24: the 8-step run is given the checkpoint
+    that a 12-step run left (same seed, same data order), as a kill after step 12 would leave it."""
+    full = smoke(**{"train.max_steps": 24, "train.batch_size": 16})
+    execute([full], tmp_path / "full", None, CPU, progress=False)
+    # a run of the same config killed after step 4: reproduce its checkpoint by stopping early
+    half = smoke(**{"train.max_steps": 12, "train.batch_size": 16, "train.epochs": 1})
+    execute([half], tmp_path / "half", None, CPU, progress=False)
+    ckpt = load_checkpoint(tmp_path / "half" / "runs" / half.run_id() / CHECKPOINT)
+    ckpt["finished"] = False
+    ckpt["config"] = full.to_dict()
+    run_dir = tmp_path / "resumed" / "runs" / full.run_id()
+    run_dir.mkdir(parents=True)
+    torch.save(ckpt, run_dir / CHECKPOINT)
+    execute([full], tmp_path / "resumed", None, CPU, progress=False)
+    assert load_checkpoint(run_dir / CHECKPOINT)["step"] == 24
+    assert same(weights(tmp_path / "full", full), weights(tmp_path / "resumed", full))
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_resumes(tmp_path, tmp_cache):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench", "run", "--methods", "faae", "--protocol", "smoke", "--out", str(out),
+           "--no-progress", "--set", "train.max_steps=150", "--set", "train.ckpt_every_s=0",
+           "--set", "train.batch_size=16", "--set", "train.epochs=100"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg = smoke(**{"train.max_steps": 150, "train.ckpt_every_s": 0, "train.batch_size": 16, "train.epochs": 100})
+    ckpt = out / "runs" / cfg.run_id() / CHECKPOINT
+    deadline = time.time() + 120
+    step = 0
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                step = load_checkpoint(ckpt)["step"]
+            except Exception:
+                step = 0
+            if step >= 10:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = load_checkpoint(ckpt)["step"]
+    assert 10 <= killed_at < 150
+    with sqlite3.connect(out / "results.db") as con:
+        assert con.execute("SELECT status FROM runs").fetchall() == [("running",)]
+        assert con.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 0
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    state = load_checkpoint(ckpt)
+    assert state["step"] == 150 and state["finished"]
+    steps_logged = [int(line.split('"step": ')[1].split(",")[0]) for line in (ckpt.parent / "log.jsonl").read_text().splitlines()]
+    assert steps_logged == sorted(set(steps_logged)), "a step was logged twice after the resume"
+    with sqlite3.connect(out / "results.db") as con:
+        assert con.execute("SELECT COUNT(*), MIN(status) FROM runs").fetchone() == (1, "done")
+        keys = [r[0] for r in con.execute("SELECT key FROM metrics")]
+    assert len(keys) == len(set(keys)) > 0
+
+
+def test_divergence_is_recorded(tmp_path, tmp_cache, monkeypatch):
+    class Exploding(FAAE):
+        name = "exploding"
+
+        def phase_loss(self, phase, x, ctx):
+            losses = super().phase_loss(phase, x, ctx)
+            if ctx.step >= 2:
+                losses["loss"] = losses["loss"] * float("nan")
+            return losses
+
+    monkeypatch.setitem(METHODS._items, "exploding", Exploding)
+    cfg = smoke("exploding")
+    [res] = execute([cfg], tmp_path, None, CPU, progress=False)
+    assert res.status == "diverged" and "step 2" in res.message
+    row = Store(tmp_path / "results.db").get_run(cfg.run_id())
+    assert row["status"] == "diverged" and "non-finite" in row["message"]
+    # rerunning does not retrain a diverged run unless asked to
+    [again] = execute([cfg], tmp_path, None, CPU, progress=False)
+    assert again.status == "diverged"
+
+
+def _writer(path: str, worker: int) -> None:
+    from metrics.base import MetricValue
+
+    store = Store(path)
+    for i in range(25):
+        rid = f"w{worker}-{i}"
+        store.upsert_run(rid, method="faae", variant="faae", dataset="d", protocol="p", seed=i, config_json={},
+                         config_hash="h", code_version="c", packages_json={}, device="cpu", dtype="fp32",
+                         status="running", run_dir="x")
+        store.put_metrics(rid, "mse", [MetricValue("recon_mse", float(i), {"n_images": 1})])
+
+
+def test_store_two_processes(tmp_path):
+    import multiprocessing as mp
+
+    path = str(tmp_path / "results.db")
+    Store(path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(path, w)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = Store(path)
+    assert len(store.runs()) == 50 and len(store.metric_rows()) == 50
