@@ -218,12 +218,13 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
     row = store.get_run(run_id)
-    store.upsert_run(
-        run_id, method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol, seed=cfg.seed,
-        config_json=cfg.to_dict(), config_hash=cfg.config_hash(), code_version=code_version(),
-        packages_json=package_versions(), device=device_name(device), dtype=cfg.train.precision,
-        run_dir=str(run_dir.resolve()), status=row["status"] if row else "running",
-    )
+    identity = dict(method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol, seed=cfg.seed,
+                    config_json=cfg.to_dict(), config_hash=cfg.config_hash(), dtype=cfg.train.precision,
+                    run_dir=str(run_dir.resolve()))
+    # code and environment describe the code that trained the weights: written when training (re)starts
+    trained_by = dict(code_version=code_version(), packages_json=package_versions(), device=device_name(device))
+    if row is None:
+        store.upsert_run(run_id, **identity, **trained_by, status="running")
     if row and row["status"] == "diverged" and not overwrite:
         return RunResult(run_id, run_dir, "diverged", row["message"])
 
@@ -241,7 +242,7 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
         if ckpt_path.exists() and not overwrite:
             state.load(load_checkpoint(ckpt_path))
         if not state.finished:
-            store.set_status(run_id, "running")
+            store.set_status(run_id, "running", **trained_by)
             try:
                 _train(cfg, state, data, device, run_dir, progress)
             except DivergedError as e:

@@ -38,7 +38,6 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--restarts", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="in units of the prior's per-coordinate std")
-    p.add_argument("--schedule", default=None, help="step-size schedule (default: the run's)")
     p.add_argument("--rules", default=",".join(CLIP_RULES), help="clip rules to compare")
     p.add_argument("--tol", type=float, default=0.1, help="recovered when ||z - z*||_2 < tol")
     p.add_argument("--precision", choices=("bf16", "fp32"), default=None, help="default: the run's")
@@ -58,7 +57,6 @@ def main() -> None:
     steps = prm.steps if args.steps is None else args.steps
     restarts = prm.restarts if args.restarts is None else args.restarts
     rel_lr = prm.lr if args.lr is None else args.lr
-    schedule = args.schedule or prm.schedule
     precision = args.precision or cfg.train.precision
     dim, prior = cfg.model.latent_dim, method.prior
     pair = prior.expected_pair_sq_dist(dim)
@@ -69,7 +67,7 @@ def main() -> None:
     with torch.no_grad(), autocast(device, precision):
         x = torch.cat([method.G(z).float() for z in z_star.split(args.batch)])
     print(f"run {args.run_dir.name}: prior {cfg.model.prior} n={dim}, {args.n} planted codes, {steps} steps x "
-          f"{restarts} restarts, Adam lr {rel_lr} std = {lr:.4g} ({schedule}), {precision}; random-pair distance "
+          f"{restarts} restarts, Adam lr {rel_lr} std = {lr:.4g}, {precision}; random-pair distance "
           f"sqrt(E||z-z'||^2) = {math.sqrt(pair):.3f}; recovered: ||z - z*|| < {args.tol}")
     print(f"{'rule':<11} {'recovered':>9} {'mean ||z-z*||^2':>16} {'median ||z-z*||':>16} {'pixel mse':>10} "
           f"{'images/s':>9}")
@@ -79,8 +77,7 @@ def main() -> None:
         zs = []
         with torch.no_grad(), autocast(device, precision):
             for xb in x.split(args.batch):
-                zs.append(recover_latents(method.G, xb, prior, steps, lr, restarts, rule, generator=gen, dim=dim,
-                                          schedule=schedule))
+                zs.append(recover_latents(method.G, xb, prior, steps, lr, restarts, rule, generator=gen, dim=dim))
         seconds = time.perf_counter() - t0
         z = torch.cat(zs)
         with torch.no_grad(), autocast(device, precision):

@@ -19,7 +19,11 @@ def _threads():
 
 @pytest.fixture
 def tmp_cache(tmp_path, monkeypatch):
-    """An empty dataset cache for the test (weights keep their own persistent cache)."""
+    """An empty dataset cache for the test; pretrained weights keep their persistent cache, so that
+    they are fetched once per machine, not once per test."""
+    from metrics.weights import WEIGHTS_ENV, weights_dir
+
+    monkeypatch.setenv(WEIGHTS_ENV, str(weights_dir()))
     d = tmp_path / "cache"
     monkeypatch.setenv("AEGAN_BENCH_CACHE", str(d))
     return d

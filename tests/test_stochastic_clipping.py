@@ -79,7 +79,6 @@ def search(G, x, prior, clip, steps=500, init=None):
                            dim=16)
 
 
-@pytest.mark.slow
 def test_planted_latents_plain_generator():
     """A fixed random MLP G on the 16-dim uniform prior has no spurious pre-images: plain descent already
     recovers every code, and stochastic clipping roughly matches it (measured here: 92% recovered against
@@ -91,7 +90,6 @@ def test_planted_latents_plain_generator():
     assert sc >= none - 0.15, (sc, none)
 
 
-@pytest.mark.slow
 def test_planted_latents_clipping_beats_no_clipping_when_g_has_pre_images_off_the_box():
     """With G(2 - z) = G(z) outside the box, unclipped descent converges to the off-support copy and hard
     clipping sticks at the edge: measured here 18% (none) and 30% (hard) recovered against 92% for
