@@ -72,13 +72,22 @@ class Dataset:
     layout: str = ""
     #: whether the dataset needs files under --data-root (the embedded default does not)
     needs_root: bool = True
+    #: sub-folders of the root where the dataset may sit ("" = the root itself), and a file or folder
+    #: that marks it; datasets without them take the root as it is
+    subdirs: tuple[str, ...] = ()
+    marker: str = ""
 
     def build(self, root: Path | None, cfg: DataConfig, resolution: int) -> ImageData:
         raise NotImplementedError
 
+    def folder(self, root: Path | None) -> Path | None:
+        """The dataset's own folder under root, if any."""
+        return _first_existing(root, list(self.subdirs), self.marker) if self.marker else root
+
     def fingerprint(self, root: Path | None) -> str:
         """Identifies the source files so that a changed source invalidates the cache."""
-        return str(root.resolve()) if root else "-"
+        f = self.folder(root)
+        return str(f.resolve()) if f else "-"
 
     def missing(self, root: Path | None, detail: str = "") -> DatasetError:
         where = f"under {root}" if root else f"(no --data-root given and ${DATA_ENV} is unset)"
@@ -179,15 +188,11 @@ class CIFAR10(Dataset):
     layout = ("  ROOT/[cifar10/]train/<class>/*.jpg|png and ROOT/[cifar10/]test/<class>/*  (class folders), or\n"
               "  ROOT/cifar-10-batches-py/  (torchvision's format; downloaded into ROOT when online)")
 
-    def _folder(self, root):
-        return _first_existing(root, ["cifar10", "CIFAR10", ""], "train")
-
-    def fingerprint(self, root):
-        f = self._folder(root)
-        return str(f.resolve()) if f else super().fingerprint(root)
+    subdirs = ("cifar10", "CIFAR10", "")
+    marker = "train"
 
     def build(self, root, cfg, resolution):
-        folder = self._folder(root)
+        folder = self.folder(root)
         if folder is not None and (folder / "test").is_dir():
             tr_p, tr_y, classes = class_folders(folder / "train")
             te_p, te_y, _ = class_folders(folder / "test")
@@ -226,15 +231,11 @@ class CelebA(Dataset):
     #: the usual DCGAN-style face crop of the 178x218 aligned images
     crop = 140
 
-    def _folder(self, root):
-        return _first_existing(root, ["celeba", "CelebA", ""], "img_align_celeba")
-
-    def fingerprint(self, root):
-        f = self._folder(root)
-        return str(f.resolve()) if f else super().fingerprint(root)
+    subdirs = ("celeba", "CelebA", "")
+    marker = "img_align_celeba"
 
     def build(self, root, cfg, resolution):
-        folder = self._folder(root)
+        folder = self.folder(root)
         if folder is None:
             raise self.missing(root)
         paths = list_images(folder / "img_align_celeba")
@@ -263,15 +264,11 @@ class ImageNet64(Dataset):
     layout = ("  ROOT/[tiny-imagenet-200/|imagenet/]train/<class>/[images/]*.JPEG and either\n"
               "  ROOT/.../val/images/*.JPEG with val/val_annotations.txt (Tiny ImageNet) or ROOT/.../val/<class>/*")
 
-    def _folder(self, root):
-        return _first_existing(root, ["tiny-imagenet-200", "imagenet64", "imagenet", ""], "train")
-
-    def fingerprint(self, root):
-        f = self._folder(root)
-        return str(f.resolve()) if f else super().fingerprint(root)
+    subdirs = ("tiny-imagenet-200", "imagenet64", "imagenet", "")
+    marker = "train"
 
     def build(self, root, cfg, resolution):
-        folder = self._folder(root)
+        folder = self.folder(root)
         if folder is None or not (folder / "val").is_dir():
             raise self.missing(root)
         tr_p, tr_y, classes = class_folders(folder / "train")

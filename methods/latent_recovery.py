@@ -115,7 +115,8 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
         raise RuntimeError("recover_latents needs autograd: call it under torch.no_grad(), not inference_mode")
     if init is None and dim is None:
         raise ValueError("recover_latents needs init or dim")
-    rule, name = CLIP_RULES[_rule_name(clip)], _rule_name(clip)
+    name = _rule_name(clip)
+    rule = CLIP_RULES[name]
     n, d = x.shape[0], (init.shape[1] if init is not None else dim)
     gen_dev = generator.device if generator is not None else x.device
     z0 = prior.sample(n * restarts, d, generator=generator, device=gen_dev).to(x.device)
