@@ -123,3 +123,18 @@ def bce_fake(logits: torch.Tensor) -> torch.Tensor:
 def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Mean squared error per element, as Keras' "mse" (the paper's weights of 100 and 0.1 are set for it)."""
     return F.mse_loss(a.float(), b.float())
+
+
+def image_gan_losses(phase: str, G: nn.Module, D: nn.Module, x: torch.Tensor, z: torch.Tensor,
+                     adv_weight: float) -> dict[str, torch.Tensor]:
+    """The data-space GAN game that F-AAE and the plain GAN share: "disc" trains D on real x against
+    G(z); "gen" trains G to fool it (non-saturating, -log D(G(z)))."""
+    if phase == "disc":
+        with torch.no_grad():
+            fake = G(z)
+        real_l, fake_l = bce_real(D(x)), bce_fake(D(fake))
+        return {"loss": adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+    if phase == "gen":
+        g = bce_real(D(G(z)))
+        return {"loss": adv_weight * g, "g_adv": g}
+    raise KeyError(phase)

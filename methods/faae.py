@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .backbones import Discriminator, Encoder, Generator
-from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real, mse
+from .base import METHODS, Method, ModelSpec, Phase, StepContext, image_gan_losses, mse
 
 
 @METHODS.register()
@@ -30,15 +30,7 @@ class FAAE(Method):
         if phase == "reencode":
             err = mse(self.E(self.G(z)), z)
             return {"loss": ctx.rec_weight * err, "reencode_mse": err}
-        if phase == "disc":
-            with torch.no_grad():
-                fake = self.G(z)
-            real_l, fake_l = bce_real(self.D(x)), bce_fake(self.D(fake))
-            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
-        if phase == "gen":
-            g = bce_real(self.D(self.G(z)))
-            return {"loss": ctx.adv_weight * g, "g_adv": g}
-        raise KeyError(phase)
+        return image_gan_losses(phase, self.G, self.D, x, z, ctx.adv_weight)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # un-normalised encoder output: morphing combines these before normalising (paper section 4.4)

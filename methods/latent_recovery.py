@@ -31,7 +31,7 @@ from bench.config import ConfigError
 # the refined bases must be registered before this module builds their "+sc" classes
 from . import aae, ali, bigan, faae  # noqa: F401
 from .backbones import Discriminator, Generator
-from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real
+from .base import METHODS, Method, ModelSpec, Phase, StepContext, image_gan_losses
 from .priors import Prior
 
 ClipRule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
@@ -233,15 +233,7 @@ class LatentRecoveryGAN(_Search, Method):
 
     def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         z = self.sample_prior(x.shape[0], ctx.generator)
-        if phase == "disc":
-            with torch.no_grad():
-                fake = self.G(z)
-            real_l, fake_l = bce_real(self.D(x)), bce_fake(self.D(fake))
-            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
-        if phase == "gen":
-            g = bce_real(self.D(self.G(z)))
-            return {"loss": ctx.adv_weight * g, "g_adv": g}
-        raise KeyError(phase)
+        return image_gan_losses(phase, self.G, self.D, x, z, ctx.adv_weight)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.search(self.G, x)
