@@ -29,6 +29,15 @@ def tmp_cache(tmp_path, monkeypatch):
     return d
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One dataset decode for every trained test of the session (each tmp_cache would decode mnist5k again)."""
+    d = tmp_path_factory.getbasetemp() / "shared-dataset-cache"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AEGAN_BENCH_CACHE", str(d))
+        yield d
+
+
 def shared_archives() -> Path | None:
     env = os.environ.get("AEGAN_BENCH_SHARED_DATA")
     p = Path(env) if env else ROOT.parent / "shared" / "data"

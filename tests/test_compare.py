@@ -33,15 +33,6 @@ from metrics.base import MetricValue
 PROV = {"dataset": "mnist5k", "split": "test", "n_images": 64, "dtype": "bf16", "device": "cpu", "eval_seconds": 0.1}
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One dataset decode for every trained test of the session (each tmp_cache would decode mnist5k again)."""
-    d = tmp_path_factory.getbasetemp() / "shared-dataset-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEGAN_BENCH_CACHE", str(d))
-        yield d
-
-
 def add_run(store: Store, variant: str, seed: int, values: dict[str, float | None], *, method: str = "faae",
             dataset: str = "mnist5k", protocol: str = "smoke", code: str = "git:aaaaaaaaaaaa", tags: str = "",
             status: str = "done", prov: dict | None = None) -> str:

@@ -18,15 +18,6 @@ EXAMPLE_DIR = ROOT / "tests" / "plugin_example"
 EXAMPLE = EXAMPLE_DIR / "aegan_plugin_example.py"
 
 
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One dataset decode for every trained test of the session (each tmp_cache would decode mnist5k again)."""
-    d = tmp_path_factory.getbasetemp() / "shared-dataset-cache"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AEGAN_BENCH_CACHE", str(d))
-        yield d
-
-
 @pytest.fixture
 def clean_registry(monkeypatch):
     """Undo the plugin's registration afterwards: other tests list the built-in methods exactly."""
