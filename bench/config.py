@@ -60,9 +60,14 @@ class OptimConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     decay: float = 1e-4
+    #: "network": one Adam per network (G, E, D), shared by every phase that updates it, so the loss
+    #: weights set the balance between phases; "phase": one Adam per phase, as with separately compiled
+    #: Keras models, where Adam's scale invariance makes a phase's constant loss weight a no-op
+    state: str = "phase"
 
     def __post_init__(self):
         _check(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g and optim.lr_d must be positive")
+        _check(self.state in ("network", "phase"), f"optim.state must be 'network' or 'phase', got {self.state!r}")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
         _check(self.decay >= 0, "optim.decay must be >= 0")
 
@@ -114,6 +119,8 @@ class EvalConfig:
     batch_size: int = 250
     #: generated samples for sample-based metrics (FID/KID of G(z))
     n_samples: int = 10000
+    #: with no --metrics, also run the metrics that need pretrained networks (LPIPS, FID/KID)
+    pretrained: bool = True
 
     def __post_init__(self):
         _check(self.n_images >= 0 and self.n_samples >= 0, "eval image counts must be >= 0")

@@ -61,5 +61,5 @@ class Smoke(Protocol):
             "data": {"max_train": 512},
             "model": {"width": 8, "latent_dim": 32},
             "train": {"epochs": 1, "max_steps": 6, "batch_size": 32, "log_every": 2, "sample_every": 3},
-            "eval": {"n_images": 64, "n_samples": 64, "batch_size": 32},
+            "eval": {"n_images": 64, "n_samples": 64, "batch_size": 32, "pretrained": False},
         }

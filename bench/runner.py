@@ -2,7 +2,8 @@
 
 The loop knows no method. A method lists its phases; for each phase the runner freezes every other
 parameter, asks the method for that phase's losses, and owns backward, the optimiser step and the
-Keras-style learning-rate decay. One Adam optimiser per phase, as with separately compiled models.
+Keras-style learning-rate decay. One Adam optimiser per network by default (optim.state), so that
+the loss weights balance the phases that share a network.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from methods import METHODS, Method, ModelSpec, StepContext
+from methods import METHODS, Method, ModelSpec, Phase, StepContext
 
 from .cli import UsageError
-from .config import RunConfig, apply_overrides
+from .config import ConfigError, RunConfig, apply_overrides
 from .data import ImageData, load_dataset
 from .protocols import PROTOCOLS
 from .provenance import code_version, device_name, package_versions
@@ -52,6 +53,11 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
     cfg = apply_overrides(cfg, proto.sections(dataset))
     params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
     cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
+    if (overrides or {}).get("method") and not dataclasses.fields(cls.Params):
+        # --set applies to every listed method; method parameters belong to one of them
+        keys = ",".join(f"method.{k}=..." for k in overrides["method"])
+        raise ConfigError(f"method {method} has no method.* parameters; set them for one method with "
+                          f"--methods 'NAME[{keys}]' (see `python -m bench list methods`)")
     resolved = cls.resolve_params(params)
     return dataclasses.replace(cfg, params=cls.params_dict(resolved))
 
@@ -129,14 +135,28 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def optimizer_keys(cfg: RunConfig, phase: Phase) -> tuple[str, ...]:
+    """The optimisers a phase steps: its own one, or one per network it updates (see OptimConfig.state)."""
+    return (phase.name,) if cfg.optim.state == "phase" else phase.modules
+
+
 def make_state(cfg: RunConfig, method: Method) -> TrainState:
+    groups: dict[str, tuple[list[torch.nn.Parameter], str]] = {}
+    for ph in type(method).phases:
+        for key in optimizer_keys(cfg, ph):
+            params = method.phase_parameters(ph) if cfg.optim.state == "phase" else \
+                list(getattr(method, key).parameters())
+            if key in groups and groups[key][1] != ph.lr:
+                raise ValueError(f"{method.name}: network {key} is updated with both learning rates")
+            groups[key] = (params, ph.lr)
     optimizers, schedulers = {}, {}
     decay = cfg.optim.decay
-    for ph in type(method).phases:
-        lr = cfg.optim.lr_g if ph.lr == "g" else cfg.optim.lr_d
-        opt = torch.optim.Adam(method.phase_parameters(ph), lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
-        optimizers[ph.name] = opt
-        schedulers[ph.name] = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
+    for key, (params, lr_name) in groups.items():
+        lr = cfg.optim.lr_g if lr_name == "g" else cfg.optim.lr_d
+        opt = torch.optim.Adam(params, lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        optimizers[key] = opt
+        # stepped once per training step, so t counts iterations whichever way optimisers are keyed
+        schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
     return TrainState(method, optimizers, schedulers, torch.Generator().manual_seed(cfg.seed))
 
 
@@ -175,13 +195,16 @@ def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch
                       adv_weight=cfg.loss.adv_weight, generator=state.latent_gen)
     logs: dict[str, torch.Tensor] = {}
     for ph in type(method).phases:
-        opt = state.optimizers[ph.name]
-        opt.zero_grad(set_to_none=True)
+        opts = [state.optimizers[k] for k in optimizer_keys(cfg, ph)]
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         losses = phase_backward(method, ph, x, ctx, device, cfg.train.precision)
-        opt.step()
-        state.schedulers[ph.name].step()
+        for opt in opts:
+            opt.step()
         for k, v in losses.items():
             logs[f"{ph.name}/{k}"] = v.detach()
+    for sched in state.schedulers.values():
+        sched.step()
     out = {k: float(v) for k, v in logs.items()}
     bad = [k for k, v in out.items() if not math.isfinite(v)]
     if bad:

@@ -24,10 +24,11 @@ from .base import METRICS, EvalContext, Metric, MetricValue, direction
 __all__ = ["METRICS", "EvalContext", "Metric", "MetricValue", "direction", "evaluate", "select_metrics"]
 
 
-def select_metrics(names: list[str] | None) -> list[str]:
-    """Metric names in registry order; None selects every default metric; globs are allowed."""
+def select_metrics(names: list[str] | None, pretrained: bool = True) -> list[str]:
+    """Metric names in registry order; globs are allowed. No names select the default set: every metric,
+    less those needing pretrained networks (`default = False`) unless `pretrained` (eval.pretrained)."""
     if not names:
-        return [n for n, cls in METRICS.items() if cls.default]
+        return [n for n, cls in METRICS.items() if cls.default or pretrained]
     chosen: list[str] = []
     for pattern in names:
         hits = METRICS.names(pattern)
@@ -48,7 +49,7 @@ def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_di
                       n_samples=cfg.eval.n_samples, batch_size=cfg.eval.batch_size, run_dir=run_dir, config=cfg,
                       extras=extras or {})
     method.eval()
-    for name in select_metrics(metrics):
+    for name in select_metrics(metrics, cfg.eval.pretrained):
         if name in done:
             continue
         metric = METRICS.get(name)()

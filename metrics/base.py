@@ -38,6 +38,9 @@ class EvalContext:
     config: Any = None  # bench.config.RunConfig
     #: filled by the runner (e.g. measured training throughput) for metrics that report it
     extras: dict[str, Any] = field(default_factory=dict)
+    #: encodings and reconstructions of the held-out images, shared by every metric of one evaluation
+    #: (encoding by latent search costs minutes, so it must happen once, not once per metric)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         """A CPU generator seeded from the run's seed: the same draws on every evaluation."""
@@ -46,6 +49,27 @@ class EvalContext:
     def test_images(self) -> torch.Tensor:
         """The first n_images held-out images, uint8 N x C x H x W on the CPU."""
         return self.data.test[: self.n_images]
+
+    def test_codes(self) -> torch.Tensor:
+        """E(x) of the held-out images, fp32 on the CPU (computed once per evaluation)."""
+        if "codes" not in self._memo:
+            self._memo["codes"] = self.map_batches(self.method.encode, self.test_images())
+        return self._memo["codes"]
+
+    def reconstructions(self) -> torch.Tensor:
+        """G(E(x)) of the held-out images, fp32 on the CPU, unclamped (computed once; do not modify)."""
+        if "recon" not in self._memo:
+            self._memo["recon"] = self.map_batches(self.method.decode, self.test_codes())
+        return self._memo["recon"]
+
+    def prior_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """n_samples prior draws z (the run's fixed draw) and their re-encodings E(G(z)), fp32 on the CPU,
+        computed once per evaluation (the re-encoding and cycle metrics share them)."""
+        if "prior" not in self._memo:
+            m = self.method
+            z = m.prior.sample(self.n_samples, m.spec.latent_dim, generator=self.generator(1))
+            self._memo["prior"] = (z, self.map_batches(lambda zz: m.encode(m.decode(zz)), z))
+        return self._memo["prior"]
 
     def autocast(self):
         if self.precision == "bf16":

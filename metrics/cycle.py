@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
 from .reconstruction import per_image_mse
 
@@ -20,13 +22,13 @@ class CycleMSE(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         m = ctx.method
         n = ctx.n_samples
-        z = m.prior.sample(n, m.spec.latent_dim, generator=ctx.generator(1))
+        z, z_hat = ctx.prior_codes()
+        d = z.shape[1]
 
-        def cycle(zz):
-            x = m.decode(zz)
-            return per_image_mse(m.decode(m.encode(x)), x)
+        def cycle(pair):  # G(z) against G(E(G(z))), from the shared re-encodings
+            return per_image_mse(m.decode(pair[:, d:]), m.decode(pair[:, :d]))
 
-        err = ctx.map_batches(cycle, z)
+        err = ctx.map_batches(cycle, torch.cat([z, z_hat], 1))
         prov = {**ctx.base_provenance(), "split": "prior", "n_latents": n, "prior": m.spec.prior,
                 "pixel_range": "[0,1]", "reduction": "mean over pixels, then over latents"}
         return [MetricValue("cycle_mse", float(err.mean()), prov)]

@@ -192,7 +192,7 @@ def provenance(weights: Weights, dtype: str, device: torch.device, n1: int, n2: 
 class _Fidelity(Metric):
     """FID and KID of some images of the method (images()) against the first n_images of the test split."""
 
-    default = False  # needs pretrained weights (fetched on first use) and minutes of CPU time
+    default = False  # needs pretrained weights (fetched on first use): see EvalConfig.pretrained
     side = ""
 
     def __init__(self, dtype: str | None = None):
@@ -206,7 +206,7 @@ class _Fidelity(Metric):
         EXTRACTORS.get(dtype)  # an unknown dtype fails before any work
         weights = inception_weights()
         ref = ctx.test_images()
-        gen = to_uint8(self.images(ctx).clamp_(0, 1))
+        gen = to_uint8(self.images(ctx).clamp(0, 1))
         cache_name = (f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}-x{images_digest(ref)[:12]}"
                       f"-w{weights.sha256[:12]}")
         scores = fid_kid(gen, ref, weights=weights, dtype=dtype, device=ctx.device, seed=ctx.seed,
@@ -246,4 +246,4 @@ class FIDRecon(_Fidelity):
     side = "recon"
 
     def images(self, ctx: EvalContext) -> torch.Tensor:
-        return ctx.map_batches(ctx.method.reconstruct, ctx.test_images())
+        return ctx.reconstructions()

@@ -109,7 +109,7 @@ class LPIPS(Metric):
     description = "LPIPS (alex; net=vgg selectable) between held-out x and G(E(x)), inputs mapped to [-1,1]"
     requires = frozenset({"encode", "decode"})
     keys = {"lpips": LOWER}
-    default = False  # needs pretrained weights (fetched on first use)
+    default = False  # needs pretrained weights (fetched on first use): see EvalConfig.pretrained
 
     def __init__(self, net: str | None = None):
         self.net = net
@@ -117,7 +117,7 @@ class LPIPS(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         net = self.net or metric_options(ctx, self.name).get("net", DEFAULT_NET)
         x = ctx.test_images()
-        rec = ctx.map_batches(ctx.method.reconstruct, x).clamp_(0, 1)
+        rec = ctx.reconstructions().clamp(0, 1)
         d = lpips_distance(rec, x, net=net, batch_size=ctx.batch_size, device=ctx.device)
         _, w = lpips_model(net, ctx.device)
         prov = {**ctx.base_provenance(), "lpips": lpips_version(), "net": net, **w.provenance(),

@@ -26,8 +26,7 @@ class Reencoding(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         m = ctx.method
         n = ctx.n_samples
-        z = m.prior.sample(n, m.spec.latent_dim, generator=ctx.generator(1))
-        z_hat = ctx.map_batches(lambda zz: m.encode(m.decode(zz)), z)
+        z, z_hat = ctx.prior_codes()
         err = (z - z_hat).pow(2).sum(1).mean().item()
         scale = m.prior.expected_pair_sq_dist(m.spec.latent_dim)
         angle = angle_deg(z, z_hat).mean().item()

@@ -121,40 +121,32 @@ def plot_losses(df: pd.DataFrame, path: Path) -> None:
     _save(g.figure, path)
 
 
-def plot_metrics(df: pd.DataFrame, path: Path) -> None:
-    """One panel per key: each seed's value as a dot, mean +- sd as a point with error bar."""
+def _per_key_panels(df: pd.DataFrame, path: Path, y: str, wrap: int, summary: str, summary_kws: dict,
+                    dot_kws: dict, ylabel: str, title: str) -> None:
+    """One panel per metric key: a summary over seeds (mean +- sd) per method, each seed as a dot on top
+    (no jitter: it would draw random numbers)."""
     sns = _setup()
     keys = key_order(list(dict.fromkeys(df["key"])))
     methods = list(dict.fromkeys(df["method"]))
-    g = sns.FacetGrid(df, col="key", col_order=keys, col_wrap=min(4, len(keys)), sharex=False, sharey=False, height=2.8,
-                      aspect=1.1)
-    g.map_dataframe(sns.pointplot, x="method", y="value", order=methods, errorbar="sd", linestyle="none",
-                    color="C0", markers="D", capsize=0.2)
-    # seeds on top of the error bars; no jitter (it would draw random numbers)
-    g.map_dataframe(sns.stripplot, x="method", y="value", order=methods, jitter=False, color="0.3", size=5,
-                    zorder=5)
+    g = sns.FacetGrid(df, col="key", col_order=keys, col_wrap=min(wrap, len(keys)), sharex=False, sharey=False,
+                      height=2.8, aspect=1.1)
+    g.map_dataframe(getattr(sns, summary), x="method", y=y, order=methods, errorbar="sd", capsize=0.2, **summary_kws)
+    g.map_dataframe(sns.stripplot, x="method", y=y, order=methods, jitter=False, zorder=5, **dot_kws)
     g.set_titles("{col_name}")
-    g.set_axis_labels("", "value")
+    g.set_axis_labels("", ylabel)
     g.set_xticklabels(rotation=30, ha="right")
     g.tight_layout()
-    g.figure.suptitle("Metric values: seeds (dark grey), mean ± sd (blue)", y=1.02)
+    g.figure.suptitle(title, y=1.02)
     _save(g.figure, path)
+
+
+def plot_metrics(df: pd.DataFrame, path: Path) -> None:
+    """Each seed's value as a dot, mean +- sd as a point with error bar."""
+    _per_key_panels(df, path, "value", 4, "pointplot", {"linestyle": "none", "color": "C0", "markers": "D"},
+                    {"color": "0.3", "size": 5}, "value", "Metric values: seeds (dark grey), mean ± sd (blue)")
 
 
 def plot_throughput(df: pd.DataFrame, path: Path) -> None:
-    """One panel per throughput key: mean +- sd over seeds as a bar, each seed as a dot."""
-    sns = _setup()
-    keys = key_order(list(dict.fromkeys(df["key"])))
-    methods = list(dict.fromkeys(df["method"]))
-    g = sns.FacetGrid(df, col="key", col_order=keys, col_wrap=min(3, len(keys)), sharex=False, sharey=False, height=2.8,
-                      aspect=1.1)
-    g.map_dataframe(sns.barplot, x="method", y="images_per_s", order=methods, errorbar="sd", color="C2",
-                    capsize=0.2)
-    g.map_dataframe(sns.stripplot, x="method", y="images_per_s", order=methods, jitter=False, color="0.2", size=4,
-                    zorder=5)
-    g.set_titles("{col_name}")
-    g.set_axis_labels("", "images / s")
-    g.set_xticklabels(rotation=30, ha="right")
-    g.tight_layout()
-    g.figure.suptitle("Throughput (mean ± sd over seeds; dots: seeds)", y=1.02)
-    _save(g.figure, path)
+    """Mean +- sd over seeds as a bar, each seed as a dot."""
+    _per_key_panels(df, path, "images_per_s", 3, "barplot", {"color": "C2"}, {"color": "0.2", "size": 4},
+                    "images / s", "Throughput (mean ± sd over seeds; dots: seeds)")

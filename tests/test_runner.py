@@ -153,3 +153,32 @@ def test_store_two_processes(tmp_path):
         assert p.exitcode == 0
     store = Store(path)
     assert len(store.runs()) == 50 and len(store.metric_rows()) == 50
+
+
+def _trained_after(cfg) -> dict:
+    from bench.data import load_dataset
+    from bench.runner import build_method, make_state, to_batch, train_step
+
+    data = load_dataset(cfg.dataset, None, cfg.data)
+    torch.manual_seed(0)
+    state = make_state(cfg, build_method(cfg, data))
+    for i in range(3):
+        train_step(state, to_batch(data.train[i * 16:(i + 1) * 16], CPU, False), cfg, CPU)
+    return state
+
+
+@pytest.mark.parametrize("mode", ["phase", "network"])
+def test_optimizer_state_modes_and_what_loss_weights_do(tmp_cache, mode):
+    """One Adam per phase makes a phase's constant loss weight a no-op (Adam is scale-invariant); one Adam
+    per network lets the weights balance the phases that share a network."""
+    sets = {"optim.state": mode, "train.precision": "fp32", "train.batch_size": 16}
+    a = _trained_after(smoke(**sets, **{"loss.rec_weight": 100.0}))
+    b = _trained_after(smoke(**sets, **{"loss.rec_weight": 1000.0}))
+    keys = {"phase": {"reencode", "disc", "gen"}, "network": {"G", "E", "D"}}[mode]
+    assert set(a.optimizers) == keys
+    ga, gb = a.method.G.state_dict(), b.method.G.state_dict()
+    gap = max(float((ga[k] - gb[k]).abs().max()) for k in ga)
+    if mode == "phase":
+        assert gap < 1e-5
+    else:
+        assert gap > 1e-4

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not (out / "runs").is_dir():
         raise UsageError(f"no runs under {out}/runs: train with `python -m bench run ... --out {out}` first")
-    metrics = select_metrics(split_list(args.metrics))
+    # named metrics are checked now; the default set is the protocol's (eval.pretrained), chosen per run
+    metrics = select_metrics(split_list(args.metrics)) if split_list(args.metrics) else None
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:

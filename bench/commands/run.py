@@ -26,8 +26,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="mnist5k", help="dataset name (default mnist5k, the embedded one)")
     p.add_argument("--protocol", default="quick", help="protocol preset: paper, quick or smoke (default quick)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument("--set", dest="overrides", action="extend", nargs="+", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override config values, e.g. --set train.epochs=3 optim.lr_g=1e-4 (repeatable)")
     p.add_argument("--variants", default=None, metavar="FILE.toml", help="named variants of methods (see bench/variants.py)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import a module or .py file that registers methods (repeatable; also $AEGAN_BENCH_PLUGINS)")
@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     seeds = parse_seeds(args.seeds)
     cfgs = [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
-    metrics = select_metrics(split_list(args.metrics))
+    # named metrics are checked now; the default set is the protocol's (eval.pretrained), chosen per run
+    metrics = select_metrics(split_list(args.metrics)) if split_list(args.metrics) else None
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
