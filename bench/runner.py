@@ -43,7 +43,8 @@ class DivergedError(RuntimeError):
 # --- configuration ------------------------------------------------------------------------------------
 def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
                    overrides: dict[str, dict[str, Any]] | None = None, variant: str = "") -> RunConfig:
-    """Defaults <- protocol preset <- method's protocol params <- user overrides, all validated."""
+    """Defaults <- protocol preset <- the method's own config defaults and protocol params <- user
+    overrides, all validated."""
     from .data import DATASETS
 
     cls = METHODS.get(method)
@@ -51,6 +52,7 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
     proto = PROTOCOLS.get(protocol)()
     cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
     cfg = apply_overrides(cfg, proto.sections(dataset))
+    cfg = apply_overrides(cfg, cls.config_defaults)
     params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
     cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
     if (overrides or {}).get("method") and not dataclasses.fields(cls.Params):
@@ -391,12 +393,18 @@ def cls_params(method: str, protocol: str) -> dict[str, Any]:
     return cls.params_dict(cls.resolve_params(params))
 
 
+def use_all_cores() -> None:
+    """Every core for intra-op work, unless OMP_NUM_THREADS says otherwise (e.g. two jobs sharing a CPU)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
 def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: torch.device,
             metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> list[RunResult]:
     check_bases(cfgs, out)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "results.db")
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    use_all_cores()
     results = []
     cache: dict[tuple, ImageData] = {}
     for cfg in cfgs:

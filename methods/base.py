@@ -63,6 +63,9 @@ class Method(nn.Module):
     Params: ClassVar[type] = NoParams
     #: a method that reuses another method's trained checkpoint instead of training (e.g. "faae+sc")
     base_method: ClassVar[str | None] = None
+    #: config values the method's own paper prescribes, over the protocol's and under --set
+    #: (section -> key -> value, e.g. {"optim": {"beta1": 0.5}})
+    config_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, spec: ModelSpec, params: Any = None):
         super().__init__()

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue
 
+#: folds of the cross-validation; fewer when a class has fewer held-out images (at least 2)
 FOLDS = 5
 MAX_ITER = 300
 C = 1.0
@@ -44,11 +45,11 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     return acc, {"n_iter": n_iter, "converged": converged}
 
 
-def cross_validated_probe(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[float, dict]:
-    """Mean accuracy over FOLDS stratified folds: each fold is scored by a probe fitted on the others."""
-    folds = StratifiedKFold(FOLDS, shuffle=True, random_state=seed)
+def cross_validated_probe(x: np.ndarray, y: np.ndarray, folds: int = FOLDS, seed: int = 0) -> tuple[float, dict]:
+    """Accuracy over stratified folds: each image is scored by a probe fitted on the other folds."""
+    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
     correct, iters, converged = 0, 0, True
-    for train, test in folds.split(x, y):
+    for train, test in splitter.split(x, y):
         acc, fit = linear_probe(x[train], y[train], x[test], y[test], seed)
         correct += acc * len(test)
         iters, converged = max(iters, fit["n_iter"]), converged and fit["converged"]
@@ -76,13 +77,14 @@ class LinearProbe(Metric):
         y = data.test_labels[: len(x)].numpy()
         counts = np.bincount(y)
         present = counts[counts > 0]
-        if len(present) < 2 or present.min() < FOLDS:
-            return not_available(self.keys, f"the probe needs two or more classes with at least {FOLDS} "
-                                            f"held-out images each (class counts: {present.tolist()})")
-        acc, fit = cross_validated_probe(x, y, ctx.seed)
+        folds = min(FOLDS, int(present.min()))
+        if len(present) < 2 or folds < 2:
+            return not_available(self.keys, "the probe needs two or more classes with at least 2 held-out "
+                                            f"images each (class counts: {present.tolist()})")
+        acc, fit = cross_validated_probe(x, y, folds, ctx.seed)
         prov = {**ctx.base_provenance(), "implementation": "sklearn LogisticRegression (lbfgs) on StandardScaler",
                 "sklearn_version": metadata.version("scikit-learn"), "blas_threads": 1, "n_images": len(x),
-                "protocol": f"{FOLDS}-fold stratified cross-validation on held-out encodings",
+                "protocol": f"{folds}-fold stratified cross-validation on held-out encodings", "folds": folds,
                 "C": C, "max_iter": MAX_ITER, **fit, "n_classes": int(len(present)),
                 "chance_accuracy": float(counts.max() / counts.sum()), "feature_dim": int(x.shape[1])}
         return [MetricValue("probe_accuracy", acc, prov)]

@@ -168,6 +168,10 @@ def test_probe_metric_on_labelled_and_unlabelled_data():
     one_class.test_labels = torch.zeros_like(one_class.test_labels)
     na = compute("probe", context(method, one_class))["probe_accuracy"]
     assert na.value is None and "two or more classes" in na.provenance["reason"]
+    few = halves_data(100)
+    few.test_labels = torch.zeros_like(few.test_labels)
+    few.test_labels[:3] = 1  # a class with 3 held-out images: 3 folds
+    assert compute("probe", context(method, few))["probe_accuracy"].provenance["folds"] == 3
 
 
 def test_method_without_encoder_gets_na(tmp_path):

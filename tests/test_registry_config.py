@@ -66,3 +66,13 @@ def test_overrides_are_typed_and_validated():
         parse_overrides(["epochs3"])
     with pytest.raises(ConfigError, match="model.prior must be one of sphere"):
         apply_overrides(cfg, parse_overrides(["model.prior=cube"]))
+
+
+def test_method_config_defaults_sit_between_protocol_and_set():
+    from bench.config import parse_overrides
+    from bench.runner import resolve_config
+
+    assert resolve_config("bigan", "cifar10", "quick").optim.beta1 == 0.5
+    assert resolve_config("ali", "cifar10", "quick").optim.lr_d == 2e-4  # inherited from BiGAN
+    assert resolve_config("faae", "cifar10", "quick").optim.lr_d == 1e-3  # the paper's protocol
+    assert resolve_config("bigan", "cifar10", "quick", 0, parse_overrides(["optim.beta1=0.7"])).optim.beta1 == 0.7

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +95,12 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 
 @command("eval", "evaluate finished runs from their checkpoints (never trains); skips stored metrics", _args)
 def run(args: argparse.Namespace) -> int:
-    import torch
 
     from metrics import evaluate, select_metrics
 
     from ..data import load_dataset
     from ..provenance import code_version, device_name, package_versions, resolve_device
-    from ..runner import load_checkpoint, seed_everything
+    from ..runner import load_checkpoint, seed_everything, use_all_cores
     from ..store import Store
 
     out = Path(args.out)
@@ -119,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no run under {out}/runs matches --runs {args.runs!r} --methods {args.methods!r} "
                          f"--dataset {args.dataset!r}")
 
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    use_all_cores()
     store = Store(out / "results.db")
     cache: dict[tuple, object] = {}
     evaluated, skipped = [], []
