@@ -75,7 +75,7 @@ class Sharpness(Metric):
         if reason:
             out.append(MetricValue("recon_sharpness_ratio", None, {"reason": reason}))
         else:
-            rec = sharpness(ctx.map_batches(m.reconstruct, x).clamp_(0, 1))
+            rec = sharpness(ctx.reconstructions().clamp(0, 1))
             out.append(MetricValue("recon_sharpness_ratio", rec / real,
                                    {**base, "n_images": len(x), "laplacian_var": rec}))
         reason = lacking(ctx, {"sample", "decode"})

@@ -252,7 +252,7 @@ def test_held_out_images_are_encoded_once_per_evaluation(tmp_path):
     data = halves_data(200)
     cfg = resolve_config("faae", "mnist5k", "smoke")
     store = Store(tmp_path / "results.db")
-    evaluate(method, cfg, data, CPU, store, "r", metrics=["mse", "image_quality", "probe", "reencode", "cycle"],
-             log=None)
+    evaluate(method, cfg, data, CPU, store, "r", log=None,
+             metrics=["mse", "image_quality", "sharpness", "probe", "reencode", "cycle"])
     assert method.encoded == min(cfg.eval.n_images, len(data.test)) + cfg.eval.n_samples
     assert all(r["value"] is not None for r in store.metric_rows(["r"]))
