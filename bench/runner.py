@@ -2,8 +2,8 @@
 
 The loop knows no method. A method lists its phases; for each phase the runner freezes every other
 parameter, asks the method for that phase's losses, and owns backward, the optimiser step and the
-Keras-style learning-rate decay. One Adam optimiser per network by default (optim.state), so that
-the loss weights balance the phases that share a network.
+Keras-style learning-rate decay. One Adam optimiser per phase by default, as with separately compiled
+Keras models; optim.state=network shares one per network, so that loss weights balance the phases.
 """
 
 from __future__ import annotations

@@ -21,7 +21,14 @@ from . import throughput  # noqa: F401
 # isort: on
 from .base import METRICS, EvalContext, Metric, MetricValue, direction
 
-__all__ = ["METRICS", "EvalContext", "Metric", "MetricValue", "direction", "evaluate", "select_metrics"]
+__all__ = ["METRICS", "EvalContext", "Metric", "MetricValue", "direction", "evaluate", "named_metrics",
+           "select_metrics"]
+
+
+def named_metrics(names: list[str]) -> list[str] | None:
+    """Metrics named on the command line, validated now; None (no names) leaves the default set to each
+    run's protocol (eval.pretrained), which `evaluate` resolves."""
+    return select_metrics(names) if names else None
 
 
 def select_metrics(names: list[str] | None, pretrained: bool = True) -> list[str]:

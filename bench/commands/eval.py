@@ -95,8 +95,7 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 
 @command("eval", "evaluate finished runs from their checkpoints (never trains); skips stored metrics", _args)
 def run(args: argparse.Namespace) -> int:
-
-    from metrics import evaluate, select_metrics
+    from metrics import evaluate, named_metrics
 
     from ..data import load_dataset
     from ..provenance import code_version, device_name, package_versions, resolve_device
@@ -106,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not (out / "runs").is_dir():
         raise UsageError(f"no runs under {out}/runs: train with `python -m bench run ... --out {out}` first")
-    # named metrics are checked now; the default set is the protocol's (eval.pretrained), chosen per run
-    metrics = select_metrics(split_list(args.metrics)) if split_list(args.metrics) else None
+    metrics = named_metrics(split_list(args.metrics))
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:

@@ -49,7 +49,7 @@ def parse_seeds(text: str) -> list[int]:
 
 @command("run", "train and evaluate methods under a protocol, resuming what was interrupted", _args)
 def run(args: argparse.Namespace) -> int:
-    from metrics import select_metrics
+    from metrics import named_metrics
 
     from ..compare import check_tags
     from ..config import parse_overrides
@@ -66,8 +66,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     seeds = parse_seeds(args.seeds)
     cfgs = [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
-    # named metrics are checked now; the default set is the protocol's (eval.pretrained), chosen per run
-    metrics = select_metrics(split_list(args.metrics)) if split_list(args.metrics) else None
+    metrics = named_metrics(split_list(args.metrics))
     try:
         device = resolve_device(args.device)
     except (ValueError, RuntimeError) as e:
