@@ -74,5 +74,7 @@ def test_method_config_defaults_sit_between_protocol_and_set():
 
     assert resolve_config("bigan", "cifar10", "quick").optim.beta1 == 0.5
     assert resolve_config("ali", "cifar10", "quick").optim.lr_d == 2e-4  # inherited from BiGAN
-    assert resolve_config("faae", "cifar10", "quick").optim.lr_d == 1e-3  # the paper's protocol
+    assert resolve_config("faae", "cifar10", "paper").optim.lr_d == 1e-3  # the paper's protocol
+    quick = resolve_config("faae", "cifar10", "quick").optim
+    assert (quick.lr_g, quick.lr_d, quick.beta1) == (3e-4, 2e-4, 0.5)  # quick: DCGAN's beta1 and D rate
     assert resolve_config("bigan", "cifar10", "quick", 0, parse_overrides(["optim.beta1=0.7"])).optim.beta1 == 0.7
