@@ -4,8 +4,8 @@ Loads a finished run of the plain GAN (method "gan"; any method with a G works),
 prior, makes x = G(z*), runs the search from prior samples with each clip rule and prints, per rule,
 the fraction of images recovered (||z - z*||_2 < --tol), the fractions at Lipton & Tripathi's precision
 levels (mean squared error per latent coordinate below 1e-2, 1e-3, 1e-4, as in their reference code), the
-mean ||z - z*||^2 and the mean pixel MSE of G(z) against x. For scale: two independent draws of the prior are sqrt(E||z - z'||^2) apart (the
-script prints it). Lipton & Tripathi report 100% of 1,000 runs recovered with stochastic clipping for a
+mean ||z - z*||^2 and the mean pixel MSE of G(z) against x. For scale: two independent draws of the prior
+are sqrt(E||z - z'||^2) apart (the script prints it). Lipton & Tripathi report 100% of 1,000 runs recovered with stochastic clipping for a
 DCGAN with a uniform prior; the benchmark's default prior is the sphere, where the search also projects
 onto the sphere after every step (rule "none" does neither).
 
@@ -63,7 +63,8 @@ def main() -> None:
     optimizer = args.optimizer or prm.optimizer
     dim, prior = cfg.model.latent_dim, method.prior
     pair = prior.expected_pair_sq_dist(dim)
-    lr = rel_lr * math.sqrt(pair / (2 * dim))
+    std = prior.coord_std(dim)
+    lr = rel_lr * std
     device = torch.device("cpu")
 
     z_star = prior.sample(args.n, dim, generator=torch.Generator().manual_seed(10_000 + args.seed))
@@ -72,7 +73,7 @@ def main() -> None:
     print(f"run {args.run_dir.name}: prior {cfg.model.prior} n={dim}, {args.n} planted codes, {steps} steps x "
           f"{restarts} restarts, {optimizer} lr {rel_lr} std = {lr:.4g}, {precision}; "
           f"random-pair distance sqrt(E||z-z'||^2) = {math.sqrt(pair):.3f}, per-coordinate variance "
-          f"{pair / (2 * dim):.3g}; recovered: ||z - z*|| < {args.tol}")
+          f"{std ** 2:.3g}; recovered: ||z - z*|| < {args.tol}")
     print(f"{'rule':<11} {'recovered':>9} {'mse/coord<1e-2':>14} {'<1e-3':>6} {'<1e-4':>6} {'mean ||z-z*||^2':>16} "
           f"{'median ||z-z*||':>16} {'pixel mse':>10} {'images/s':>9}")
     for rule in args.rules.split(","):

@@ -66,7 +66,7 @@ class ALI(BiGAN):
     Params = ALIParams
 
     def build_encoder(self, spec: ModelSpec) -> nn.Module:
-        prior_std = math.sqrt(self.prior.expected_pair_sq_dist(spec.latent_dim) / (2 * spec.latent_dim))
+        prior_std = self.prior.coord_std(spec.latent_dim)
         return GaussianEncoder(spec, prior_std)
 
     def discriminator_dropout(self) -> float:

@@ -214,7 +214,7 @@ class _Search:
 
     def search(self, G: nn.Module, x: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params
-        std = math.sqrt(self.prior.expected_pair_sq_dist(self.spec.latent_dim) / (2 * self.spec.latent_dim))
+        std = self.prior.coord_std(self.spec.latent_dim)
         gen = torch.Generator().manual_seed(p.seed)
         return recover_latents(G, x, self.prior, p.steps, p.lr * std, p.restarts, p.clip, init, gen,
                                dim=self.spec.latent_dim, optimizer=p.optimizer)

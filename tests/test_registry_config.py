@@ -72,8 +72,10 @@ def test_method_config_defaults_sit_between_protocol_and_set():
     from bench.config import parse_overrides
     from bench.runner import resolve_config
 
-    assert resolve_config("bigan", "cifar10", "quick").optim.beta1 == 0.5
-    assert resolve_config("ali", "cifar10", "quick").optim.lr_d == 2e-4  # inherited from BiGAN
+    # quick's own beta1 and D rate equal BiGAN's, so the protocol that tells them apart is paper's
+    assert resolve_config("bigan", "cifar10", "paper").optim.beta1 == 0.5
+    assert resolve_config("ali", "cifar10", "paper").optim.lr_d == 2e-4  # inherited from BiGAN
+    assert resolve_config("bigan", "cifar10", "quick").optim.lr_g == 2e-4
     assert resolve_config("faae", "cifar10", "paper").optim.lr_d == 1e-3  # the paper's protocol
     quick = resolve_config("faae", "cifar10", "quick").optim
     assert (quick.lr_g, quick.lr_d, quick.beta1) == (3e-4, 2e-4, 0.5)  # quick: DCGAN's beta1 and D rate
