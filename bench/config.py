@@ -64,12 +64,24 @@ class OptimConfig:
     #: weights set the balance between phases; "phase": one Adam per phase, as with separately compiled
     #: Keras models, where Adam's scale invariance makes a phase's constant loss weight a no-op
     state: str = "phase"
+    #: learning rate of a generator-side adversarial phase that sits beside a reconstruction or
+    #: re-encoding phase (F-AAE's G, AAE's E learning to fool D), relative to lr_g. With one Adam per phase
+    #: the loss weights cannot set the balance between the two phases (Adam's steps are scale-free); this does
+    lr_adv_scale: float = 1.0
 
     def __post_init__(self):
         _check(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g and optim.lr_d must be positive")
+        _check(self.lr_adv_scale > 0, "optim.lr_adv_scale must be positive")
         _check(self.state in ("network", "phase"), f"optim.state must be 'network' or 'phase', got {self.state!r}")
+        _check(self.state == "phase" or self.lr_adv_scale == 1,
+               "optim.lr_adv_scale needs optim.state=phase: with one Adam per network, a network's phases share "
+               "one learning rate (the loss weights set their balance there)")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
         _check(self.decay >= 0, "optim.decay must be >= 0")
+
+    def lr(self, key: str) -> float:
+        """The learning rate a phase's key names (see methods.base.Phase)."""
+        return {"g": self.lr_g, "d": self.lr_d, "adv": self.lr_g * self.lr_adv_scale}[key]
 
 
 @dataclass(frozen=True)

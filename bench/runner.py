@@ -148,14 +148,13 @@ def make_state(cfg: RunConfig, method: Method) -> TrainState:
         for key in optimizer_keys(cfg, ph):
             params = method.phase_parameters(ph) if cfg.optim.state == "phase" else \
                 list(getattr(method, key).parameters())
-            if key in groups and groups[key][1] != ph.lr:
-                raise ValueError(f"{method.name}: network {key} is updated with both learning rates")
+            if key in groups and cfg.optim.lr(groups[key][1]) != cfg.optim.lr(ph.lr):
+                raise ValueError(f"{method.name}: network {key} is updated with two learning rates")
             groups[key] = (params, ph.lr)
     optimizers, schedulers = {}, {}
     decay = cfg.optim.decay
     for key, (params, lr_name) in groups.items():
-        lr = cfg.optim.lr_g if lr_name == "g" else cfg.optim.lr_d
-        opt = torch.optim.Adam(params, lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2))
+        opt = torch.optim.Adam(params, lr=cfg.optim.lr(lr_name), betas=(cfg.optim.beta1, cfg.optim.beta2))
         optimizers[key] = opt
         # stepped once per training step, so t counts iterations whichever way optimisers are keyed
         schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))

@@ -15,7 +15,7 @@ class AAE(Method):
 
     name = "aae"
     description = "adversarial autoencoder: pixel reconstruction loss, latent-space discriminator"
-    phases = (Phase("recon", ("E", "G"), "g"), Phase("disc", ("D",), "d"), Phase("gen", ("E",), "g"))
+    phases = (Phase("recon", ("E", "G"), "g"), Phase("disc", ("D",), "d"), Phase("gen", ("E",), "adv"))
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)

@@ -31,7 +31,9 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Phase:
-    """One optimisation phase: the sub-modules it updates and which learning rate ("g" or "d") they use."""
+    """One optimisation phase: the sub-modules it updates and which learning rate they use: "g", "d", or
+    "adv" (lr_g times optim.lr_adv_scale) for a generator-side adversarial phase beside a reconstruction
+    or re-encoding phase."""
 
     name: str
     modules: tuple[str, ...]

@@ -18,7 +18,7 @@ class FAAE(Method):
 
     name = "faae"
     description = "flipped adversarial autoencoder: latent re-encoding loss, data-space discriminator"
-    phases = (Phase("reencode", ("G", "E"), "g"), Phase("disc", ("D",), "d"), Phase("gen", ("G",), "g"))
+    phases = (Phase("reencode", ("G", "E"), "g"), Phase("disc", ("D",), "d"), Phase("gen", ("G",), "adv"))
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)

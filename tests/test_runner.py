@@ -182,3 +182,21 @@ def test_optimizer_state_modes_and_what_loss_weights_do(tmp_cache, mode):
         assert gap < 1e-5
     else:
         assert gap > 1e-4
+
+
+@pytest.mark.parametrize("method,adv_phase", [("faae", "gen"), ("aae", "gen")])
+def test_adversarial_phase_learning_rate(tmp_cache, method, adv_phase):
+    """optim.lr_adv_scale sets the rate of the phase where G (F-AAE) or E (AAE) learns to fool D, and only
+    that phase's; with one Adam per network it is refused, since a network's phases share one rate there."""
+    from bench.config import ConfigError
+    from bench.data import load_dataset
+    from bench.runner import build_method, make_state
+
+    cfg = smoke(method, **{"optim.lr_adv_scale": 0.25, "optim.lr_g": 4e-4, "optim.lr_d": 1e-3})
+    state = make_state(cfg, build_method(cfg, load_dataset(cfg.dataset, None, cfg.data)))
+    lrs = {k: opt.param_groups[0]["lr"] for k, opt in state.optimizers.items()}
+    assert lrs.pop(adv_phase) == pytest.approx(1e-4) and lrs.pop("disc") == pytest.approx(1e-3)
+    assert lrs and all(v == pytest.approx(4e-4) for v in lrs.values())
+    assert resolve_config(method, "cifar10", "paper").optim.lr_adv_scale == 1.0
+    with pytest.raises(ConfigError, match="lr_adv_scale needs optim.state=phase"):
+        smoke(method, **{"optim.lr_adv_scale": 0.25, "optim.state": "network"})
