@@ -73,9 +73,6 @@ class OptimConfig:
         _check(self.lr_g > 0 and self.lr_d > 0, "optim.lr_g and optim.lr_d must be positive")
         _check(self.lr_adv_scale > 0, "optim.lr_adv_scale must be positive")
         _check(self.state in ("network", "phase"), f"optim.state must be 'network' or 'phase', got {self.state!r}")
-        _check(self.state == "phase" or self.lr_adv_scale == 1,
-               "optim.lr_adv_scale needs optim.state=phase: with one Adam per network, a network's phases share "
-               "one learning rate (the loss weights set their balance there)")
         _check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, "optim.beta1/beta2 must be in [0, 1)")
         _check(self.decay >= 0, "optim.decay must be >= 0")
 

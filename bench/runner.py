@@ -55,6 +55,10 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
     cfg = apply_overrides(cfg, cls.config_defaults)
     params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
     cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
+    if cfg.optim.state == "network" and cfg.optim.lr_adv_scale != 1 and any(p.lr == "adv" for p in cls.phases):
+        raise ConfigError(f"optim.lr_adv_scale={cfg.optim.lr_adv_scale} needs optim.state=phase: with one Adam per "
+                          f"network, {method}'s phases share one learning rate per network (the loss weights set "
+                          "their balance there); add optim.lr_adv_scale=1 to use optim.state=network")
     if (overrides or {}).get("method") and not dataclasses.fields(cls.Params):
         # --set applies to every listed method; method parameters belong to one of them
         keys = ",".join(f"method.{k}=..." for k in overrides["method"])

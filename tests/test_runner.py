@@ -198,5 +198,7 @@ def test_adversarial_phase_learning_rate(tmp_cache, method, adv_phase):
     assert lrs.pop(adv_phase) == pytest.approx(1e-4) and lrs.pop("disc") == pytest.approx(1e-3)
     assert lrs and all(v == pytest.approx(4e-4) for v in lrs.values())
     assert resolve_config(method, "cifar10", "paper").optim.lr_adv_scale == 1.0
-    with pytest.raises(ConfigError, match="lr_adv_scale needs optim.state=phase"):
+    with pytest.raises(ConfigError, match="lr_adv_scale=0.25 needs optim.state=phase"):
         smoke(method, **{"optim.lr_adv_scale": 0.25, "optim.state": "network"})
+    # methods without such a phase take quick's scale with either optimiser layout
+    assert resolve_config("bigan", "cifar10", "quick", 0, parse_overrides(["optim.state=network"])).optim.state == "network"
