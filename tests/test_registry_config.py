@@ -79,4 +79,6 @@ def test_method_config_defaults_sit_between_protocol_and_set():
     assert resolve_config("faae", "cifar10", "paper").optim.lr_d == 1e-3  # the paper's protocol
     quick = resolve_config("faae", "cifar10", "quick").optim
     assert (quick.lr_g, quick.lr_d, quick.beta1) == (3e-4, 2e-4, 0.5)  # quick: DCGAN's beta1 and D rate
+    # the adversarial phase's scale where it was measured (cifar10), the paper's 1 elsewhere
+    assert (quick.lr_adv_scale, resolve_config("faae", "mnist5k", "quick").optim.lr_adv_scale) == (0.5, 1.0)
     assert resolve_config("bigan", "cifar10", "quick", 0, parse_overrides(["optim.beta1=0.7"])).optim.beta1 == 0.7
