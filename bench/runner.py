@@ -104,6 +104,8 @@ class TrainState:
     def state_dict(self, cfg: RunConfig) -> dict[str, Any]:
         return {
             "config": cfg.to_dict(),
+            # the data shape the nets were built for: lets a model be rebuilt without its dataset (sample grids)
+            "spec": dataclasses.asdict(self.method.spec),
             "model": self.method.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},

@@ -209,6 +209,20 @@ def checkpoint_stamp(run: Run) -> list[Any]:
         return [run.run_id, "unavailable", str(e)]
 
 
+def shape_only(run: Run):
+    """An empty dataset of the shape the run's nets were built for, read from its checkpoint: enough for
+    grids that need no held-out images (samples) when the dataset itself is not at hand."""
+    from bench.data import ImageData
+    from bench.runner import load_checkpoint
+
+    path = checkpoint_of(run)
+    spec = load_checkpoint(path).get("spec") if path.exists() else None
+    if spec is None:
+        raise GridUnavailable(f"{path} does not record the data shape (written before checkpoints did)")
+    empty = torch.empty(0, spec["channels"], spec["resolution"], spec["resolution"], dtype=torch.uint8)
+    return ImageData(run.dataset, empty, empty)
+
+
 def load_model(run: Run, data) -> Any:
     """The run's trained method, on the CPU, in eval mode. `data` gives channels and resolution."""
     from bench.config import RunConfig

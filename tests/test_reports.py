@@ -222,6 +222,23 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_sample_grids_need_no_data_root(smoke_out, tmp_path, monkeypatch):
+    """Without the held-out images, grids of real images are left out with a note, while sample grids are
+    drawn from the checkpoint, which records the data shape the nets were built for."""
+    from bench.data import DatasetError
+    from reports.render import DataCache
+
+    def unavailable(self, run):
+        raise DatasetError("dataset mnist5k not found\nexpected layout ...")
+
+    monkeypatch.setattr(DataCache, "get", unavailable)
+    write_report(smoke_out / "results.db", tmp_path, plots=False, log=quiet)
+    assert {p.name for p in (tmp_path / "figures").iterdir()} == {"mnist5k-smoke-samples.png"}
+    md = (tmp_path / "report.md").read_text()
+    assert "not drawn, the held-out images are unavailable (dataset mnist5k not found); pass --data-root." in md
+
+
+@pytest.mark.slow
 def test_report_is_deterministic_and_cached(smoke_out, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     write_report(smoke_out / "results.db", a, log=quiet)
