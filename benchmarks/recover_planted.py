@@ -5,9 +5,9 @@ prior, makes x = G(z*), runs the search from prior samples with each clip rule a
 the fraction of images recovered (||z - z*||_2 < --tol), the fractions at Lipton & Tripathi's precision
 levels (mean squared error per latent coordinate below 1e-2, 1e-3, 1e-4, as in their reference code), the
 mean ||z - z*||^2 and the mean pixel MSE of G(z) against x. For scale: two independent draws of the prior
-are sqrt(E||z - z'||^2) apart (the script prints it). Lipton & Tripathi report 100% of 1,000 runs recovered with stochastic clipping for a
-DCGAN with a uniform prior; the benchmark's default prior is the sphere, where the search also projects
-onto the sphere after every step (rule "none" does neither).
+are sqrt(E||z - z'||^2) apart (the script prints it). Lipton & Tripathi report 100% of 1,000 runs
+recovered with stochastic clipping for a DCGAN with a uniform prior; the benchmark's default prior is the
+sphere, where the search also projects onto the sphere after every step (rule "none" does neither).
 
     python -m bench run --methods gan --dataset cifar10 --protocol quick --out OUT   # or any finished run
     python benchmarks/recover_planted.py OUT/runs/gan-cifar10-quick-s0-<hash> --data-root DATA --n 200
