@@ -41,6 +41,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=None, help="in units of the prior's per-coordinate std")
     p.add_argument("--rules", default=",".join(CLIP_RULES), help="clip rules to compare")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default=None, help="default: the run's")
+    p.add_argument("--damping", type=float, default=None, help="lm's initial damping (default: the run's)")
     p.add_argument("--tol", type=float, default=0.1, help="recovered when ||z - z*||_2 < tol")
     p.add_argument("--precision", choices=("bf16", "fp32"), default=None, help="default: the run's")
     p.add_argument("--batch", type=int, default=250)
@@ -61,6 +62,7 @@ def main() -> None:
     rel_lr = prm.lr if args.lr is None else args.lr
     precision = args.precision or cfg.train.precision
     optimizer = args.optimizer or prm.optimizer
+    damping = prm.damping if args.damping is None else args.damping
     dim, prior = cfg.model.latent_dim, method.prior
     pair = prior.expected_pair_sq_dist(dim)
     std = prior.coord_std(dim)
@@ -70,8 +72,9 @@ def main() -> None:
     z_star = prior.sample(args.n, dim, generator=torch.Generator().manual_seed(10_000 + args.seed))
     with torch.no_grad(), autocast(device, precision):
         x = torch.cat([method.G(z).float() for z in z_star.split(args.batch)])
+    step_size = f"damping {damping}" if optimizer == "lm" else f"lr {rel_lr} std = {lr:.4g}"
     print(f"run {args.run_dir.name}: prior {cfg.model.prior} n={dim}, {args.n} planted codes, {steps} steps x "
-          f"{restarts} restarts, {optimizer} lr {rel_lr} std = {lr:.4g}, {precision}; "
+          f"{restarts} restarts, {optimizer} {step_size}, {precision}; "
           f"random-pair distance sqrt(E||z-z'||^2) = {math.sqrt(pair):.3f}, per-coordinate variance "
           f"{std ** 2:.3g}; recovered: ||z - z*|| < {args.tol}")
     print(f"{'rule':<11} {'recovered':>9} {'mse/coord<1e-2':>14} {'<1e-3':>6} {'<1e-4':>6} {'mean ||z-z*||^2':>16} "
@@ -83,7 +86,7 @@ def main() -> None:
         with torch.no_grad(), autocast(device, precision):
             for xb in x.split(args.batch):
                 zs.append(recover_latents(method.G, xb, prior, steps, lr, restarts, rule, generator=gen, dim=dim,
-                                          optimizer=optimizer))
+                                          optimizer=optimizer, damping=damping))
         seconds = time.perf_counter() - t0
         z = torch.cat(zs)
         with torch.no_grad(), autocast(device, precision):

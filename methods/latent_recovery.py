@@ -67,7 +67,9 @@ def no_clip(z: torch.Tensor, box: float, generator: torch.Generator | None = Non
 
 #: clip rule name -> rule; "none" also skips the projection onto the prior's support (plain descent)
 CLIP_RULES: dict[str, ClipRule] = {"stochastic": stochastic_clip, "hard": hard_clip, "none": no_clip}
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+#: first-order optimisers of the search; "lm" (Levenberg-Marquardt, below) is the second-order one
+FIRST_ORDER: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+OPTIMIZERS = (*FIRST_ORDER, "lm")
 
 
 @contextlib.contextmanager
@@ -102,7 +104,7 @@ def _rule_name(clip: bool | str) -> str:
 def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr: float, restarts: int = 1,
                     clip: bool | str = True, init: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, *, dim: int | None = None,
-                    optimizer: str = "adam") -> torch.Tensor:
+                    optimizer: str = "adam", damping: float = 1e-2) -> torch.Tensor:
     """argmin_z ||G(z) - x||^2 per image, by `steps` optimiser steps on a batch of images at once.
 
     Each image gets `restarts` independent searches (run as one batch); the z with the lowest error seen
@@ -113,6 +115,9 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
     the sphere prior that projection is what keeps z a valid code (projected gradient descent on the
     sphere); stochastic clipping is then a safeguard that rarely fires, since unit-norm codes lie inside
     [-1, 1]^n. For the uniform prior (the paper's setting) clipping is the whole constraint.
+
+    `optimizer` is "adam" or "sgd" at step size `lr`, or "lm": Levenberg-Marquardt with initial damping
+    `damping` (`lr` unused; see `levenberg_marquardt`), where the clip rule applies to each trial point.
 
     G is kept in eval mode and its parameters get no gradients (both restored afterwards). Works when the
     caller is under torch.no_grad() (evaluation is); not under torch.inference_mode. Respects an
@@ -136,9 +141,13 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
         z = rule(z, prior.box, generator)
         return z if name == "none" else prior.project(z)
 
+    if optimizer == "lm":
+        best_z, best_err = levenberg_marquardt(G, z0, target, steps, constrain, damping)
+        pick = best_err.view(restarts, n).argmin(0)
+        return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
     with torch.enable_grad(), frozen(G):
         z = z0.clone().requires_grad_(True)
-        opt = OPTIMIZERS[optimizer]([z], lr=lr)
+        opt = FIRST_ORDER[optimizer]([z], lr=lr)
         best_err = torch.full((n * restarts,), math.inf, device=x.device)
         best_z = z0.clone()
         for step in range(steps + 1):
@@ -160,6 +169,47 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
     return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
 
 
+def levenberg_marquardt(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, steps: int,
+                        constrain: Callable[[torch.Tensor], torch.Tensor], damping: float = 1e-2,
+                        chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Levenberg-Marquardt on the residual G(z) - x, one independent problem per row of z0.
+
+    Each step solves (J^T J + mu * mean(diag J^T J) * I) delta = J^T r per image (J by forward-mode
+    autodiff: one pass per latent coordinate, so a step costs about n forward passes of G), applies the
+    constraint to z - delta and keeps the trial only if it lowers the image's error: then mu /= 3, else
+    mu *= 4. Gradient descent converges at the rate of the Jacobian's smallest singular directions (the
+    condition number of J^T J measured ~1e3 on a quick CelebA GAN, ~1e5 on a quick CIFAR-10 one), which
+    is why the paper's descent takes tens of thousands of steps; this takes tens. Runs in fp32 whatever the
+    enclosing autocast (the solve needs it). Returns the final codes and their errors (monotone: the best).
+    """
+    def image(v: torch.Tensor) -> torch.Tensor:
+        return G(v[None])[0].flatten()
+
+    jacobian = torch.func.vmap(torch.func.jacfwd(image))
+    flat = target.flatten(1).float()
+    with torch.no_grad(), frozen(G), torch.autocast(z0.device.type, enabled=False):
+        z = z0.clone().float()
+        err = per_image_sq_error(G(z), target)
+        mu = torch.full_like(err, damping)
+        eye = torch.eye(z.shape[1], device=z.device)
+        for _ in range(steps):
+            delta = torch.empty_like(z)
+            for rows in torch.arange(len(z), device=z.device).split(chunk):
+                J = jacobian(z[rows])  # (rows, pixels, n)
+                r = G(z[rows]).flatten(1) - flat[rows]
+                JtJ = J.transpose(1, 2) @ J
+                scale = JtJ.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12) * mu[rows]
+                rhs = (J.transpose(1, 2) @ r[..., None])[..., 0]
+                delta[rows] = torch.linalg.solve(JtJ + scale[:, None, None] * eye, rhs)
+            trial = constrain(z - delta)
+            trial_err = per_image_sq_error(G(trial), target)
+            better = trial_err < err
+            z = torch.where(better[:, None], trial, z)
+            err = torch.where(better, trial_err, err)
+            mu = torch.where(better, mu / 3, mu * 4).clamp(1e-8, 1e8)
+    return z, err
+
+
 # --- the search's settings ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RecoveryParams:
@@ -172,13 +222,17 @@ class RecoveryParams:
     restarts: int = 2
     #: clip rule after each step: stochastic (the paper's), hard, or none (also no sphere projection)
     clip: str = "stochastic"
+    #: adam or sgd (step size lr), or lm: Levenberg-Marquardt, ~n forward passes of G a step, tens of steps
     optimizer: str = "adam"
+    #: lm's initial damping, relative to the mean diagonal of J^T J
+    damping: float = 1e-2
     #: seed of the search's own generator: encode(x) of the same batch is repeatable
     seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 0 or self.restarts < 1 or self.lr <= 0:
-            raise ConfigError("method.steps must be >= 0, method.restarts >= 1 and method.lr > 0")
+        if self.steps < 0 or self.restarts < 1 or self.lr <= 0 or self.damping <= 0:
+            raise ConfigError("method.steps must be >= 0, method.restarts >= 1, method.lr > 0 and "
+                              "method.damping > 0")
         if self.clip not in CLIP_RULES:
             raise ConfigError(f"method.clip must be one of {', '.join(CLIP_RULES)}, got {self.clip!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -220,7 +274,7 @@ class _Search:
         std = self.prior.coord_std(self.spec.latent_dim)
         gen = torch.Generator().manual_seed(p.seed)
         return recover_latents(G, x, self.prior, p.steps, p.lr * std, p.restarts, p.clip, init, gen,
-                               dim=self.spec.latent_dim, optimizer=p.optimizer)
+                               dim=self.spec.latent_dim, optimizer=p.optimizer, damping=p.damping)
 
 
 @METHODS.register()

@@ -103,6 +103,36 @@ def test_planted_latents_clipping_beats_no_clipping_when_g_has_pre_images_off_th
     assert (none_z.abs() > 1).any(1).float().mean() > 0.5  # where unclipped descent went
 
 
+def lm_search(G, x, prior, clip, steps):
+    return recover_latents(G, x, prior, steps, 0.0, 1, clip, generator=torch.Generator().manual_seed(1), dim=16,
+                           optimizer="lm")
+
+
+def test_levenberg_marquardt_recovers_planted_latents_in_few_steps():
+    """The second-order search: 10 steps recover every code to 1e-4 where Adam needs hundreds to reach 1e-2
+    (measured: 100% with hard clipping and with none); on the folded G stochastic clipping's advantage
+    holds under it too (measured 93% against 28% hard and 20% none after 30 steps)."""
+    prior, G, z_star, x = planted(0)
+    assert recovered(lm_search(G, x, prior, "hard", 10), z_star, tol=1e-4) >= 0.95
+    prior, G, z_star, x = planted(0, fold=True, n=30)
+    sc = recovered(lm_search(G, x, prior, True, 30), z_star)
+    none = recovered(lm_search(G, x, prior, False, 30), z_star)
+    assert sc >= none + 0.4, (sc, none)
+
+
+def test_levenberg_marquardt_never_raises_the_error_and_searches_images_independently():
+    prior, G, z_star, x = planted(3, 6)
+    init = prior.sample(6, 16, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        start = per_image_sq_error(G(init), x)
+        kw = {"init": init, "optimizer": "lm"}
+        together = recover_latents(G, x, prior, 4, 0.0, 1, "hard", **kw)
+        alone = torch.cat([recover_latents(G, x[i : i + 1], prior, 4, 0.0, 1, "hard", init=init[i : i + 1],
+                                           optimizer="lm") for i in range(6)])
+        assert (per_image_sq_error(G(together), x) <= start).all()
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
 def test_restarts_keep_the_best_and_steps_zero_returns_the_start():
     prior, G, z_star, x = planted(2, 8)
     z = recover_latents(G, x, prior, 0, 0.05, 3, True, init=z_star, generator=torch.Generator().manual_seed(0))
@@ -156,11 +186,13 @@ def test_generator_untouched_under_no_grad():
     assert torch.equal(G[2].running_mean, stats)  # eval mode during the search: BatchNorm stats unchanged
 
 
-def test_sphere_prior_codes_stay_on_the_sphere():
+@pytest.mark.parametrize("optimizer", ["adam", "lm"])
+def test_sphere_prior_codes_stay_on_the_sphere(optimizer):
     prior = get_prior("sphere")
     G = tiny_generator(5)
     x = torch.rand(5, 192)
-    z = recover_latents(G, x, prior, 20, 0.02, 2, True, generator=torch.Generator().manual_seed(0), dim=16)
+    z = recover_latents(G, x, prior, 20, 0.02, 2, True, generator=torch.Generator().manual_seed(0), dim=16,
+                        optimizer=optimizer)
     assert torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
 
 
