@@ -169,23 +169,37 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
     return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
 
 
+def image_jacobian(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """dG(z)/dz per row of z, shape (rows, pixels, n), by forward-mode autodiff: one pass per latent
+    coordinate, batched. Call with G frozen (eval mode: BatchNorm must not mix the rows)."""
+    def image(v: torch.Tensor) -> torch.Tensor:
+        return G(v[None])[0].flatten()
+
+    return torch.func.vmap(torch.func.jacfwd(image))(z)
+
+
+def gauss_newton_spectrum(G: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues (ascending, per row) of 2/P J^T J, the Gauss-Newton Hessian of the per-image MSE
+    ||G(z) - x||^2 / P at an exact pre-image z. Plain gradient descent on that loss is stable for step
+    sizes below 2 / the largest and needs about largest / smallest steps per e-fold of its slowest error."""
+    with torch.no_grad(), frozen(G), torch.autocast(z.device.type, enabled=False):
+        J = image_jacobian(G, z.float())
+        return torch.linalg.eigvalsh(2.0 / J.shape[1] * J.transpose(1, 2) @ J)
+
+
 def levenberg_marquardt(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, steps: int,
                         constrain: Callable[[torch.Tensor], torch.Tensor], damping: float = 1e-2,
                         chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Levenberg-Marquardt on the residual G(z) - x, one independent problem per row of z0.
 
-    Each step solves (J^T J + mu * mean(diag J^T J) * I) delta = J^T r per image (J by forward-mode
-    autodiff: one pass per latent coordinate, so a step costs about n forward passes of G), applies the
-    constraint to z - delta and keeps the trial only if it lowers the image's error: then mu /= 3, else
-    mu *= 4. Gradient descent converges at the rate of the Jacobian's smallest singular directions (the
-    condition number of J^T J measured ~1e3 on a quick CelebA GAN, ~1e5 on a quick CIFAR-10 one), which
-    is why the paper's descent takes tens of thousands of steps; this takes tens. Runs in fp32 whatever the
-    enclosing autocast (the solve needs it). Returns the final codes and their errors (monotone: the best).
+    Each step solves (J^T J + mu * mean(diag J^T J) * I) delta = J^T r per image (a step costs about n
+    forward passes of G, see `image_jacobian`), applies the constraint to z - delta and keeps the trial
+    only if it lowers the image's error: then mu /= 3, else mu *= 4. Gradient descent converges at the
+    rate of J's smallest singular directions (`gauss_newton_spectrum`: condition numbers ~1e3 on a quick
+    CelebA GAN, ~1e5 on a quick CIFAR-10 one), hence the paper's thousands of steps; this takes tens.
+    Runs in fp32 whatever the enclosing autocast (the solve needs it). Returns the final codes and their
+    errors (the error never rises: they are the best seen).
     """
-    def image(v: torch.Tensor) -> torch.Tensor:
-        return G(v[None])[0].flatten()
-
-    jacobian = torch.func.vmap(torch.func.jacfwd(image))
     flat = target.flatten(1).float()
     with torch.no_grad(), frozen(G), torch.autocast(z0.device.type, enabled=False):
         z = z0.clone().float()
@@ -195,7 +209,7 @@ def levenberg_marquardt(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, st
         for _ in range(steps):
             delta = torch.empty_like(z)
             for rows in torch.arange(len(z), device=z.device).split(chunk):
-                J = jacobian(z[rows])  # (rows, pixels, n)
+                J = image_jacobian(G, z[rows])
                 r = G(z[rows]).flatten(1) - flat[rows]
                 JtJ = J.transpose(1, 2) @ J
                 scale = JtJ.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-12) * mu[rows]

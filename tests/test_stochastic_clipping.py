@@ -6,7 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from methods.latent_recovery import per_image_sq_error, recover_latents, stochastic_clip
+from methods.latent_recovery import (
+    gauss_newton_spectrum,
+    per_image_sq_error,
+    recover_latents,
+    stochastic_clip,
+)
 from methods.priors import get_prior
 
 
@@ -131,6 +136,16 @@ def test_levenberg_marquardt_never_raises_the_error_and_searches_images_independ
                                            optimizer="lm") for i in range(6)])
         assert (per_image_sq_error(G(together), x) <= start).all()
     assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_gauss_newton_spectrum_of_a_linear_generator():
+    """For G(z) = Wz + b the Hessian of ||G(z) - x||^2 / P is 2/P W^T W everywhere."""
+    G = nn.Linear(16, 192)
+    z = torch.rand(3, 16)
+    expected = torch.linalg.eigvalsh(2 / 192 * G.weight.T @ G.weight).detach()
+    ev = gauss_newton_spectrum(G, z)
+    assert ev.shape == (3, 16)
+    assert torch.allclose(ev, expected.expand(3, -1), rtol=1e-4, atol=1e-7)
 
 
 def test_restarts_keep_the_best_and_steps_zero_returns_the_start():
