@@ -127,6 +127,8 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
         raise RuntimeError("recover_latents needs autograd: call it under torch.no_grad(), not inference_mode")
     if init is None and dim is None:
         raise ValueError("recover_latents needs init or dim")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
     name = _rule_name(clip)
     rule = CLIP_RULES[name]
     n, d = x.shape[0], (init.shape[1] if init is not None else dim)

@@ -211,7 +211,9 @@ def test_sphere_prior_codes_stay_on_the_sphere(optimizer):
     assert torch.allclose(z.norm(dim=1), torch.ones(5), atol=1e-5)
 
 
-def test_inference_mode_is_refused_clearly():
+def test_inference_mode_and_unknown_optimizers_are_refused_clearly():
     prior = get_prior("uniform")
     with torch.inference_mode(), pytest.raises(RuntimeError, match="no_grad"):
         recover_latents(tiny_generator(0), torch.rand(2, 192), prior, 1, 0.1, dim=16)
+    with pytest.raises(ValueError, match="adam, sgd, lm"):
+        recover_latents(tiny_generator(0), torch.rand(2, 192), prior, 1, 0.1, dim=16, optimizer="lbfgs")
