@@ -109,7 +109,7 @@ def main() -> None:
         levels = " ".join(f"{(per_coord < lv).float().mean().item():>{w}.1%}" for lv, w in ((1e-2, 14), (1e-3, 6),
                                                                                           (1e-4, 6)))
         print(f"{rule:<11} {(dist < args.tol).float().mean().item():>9.1%} {levels} {dist.pow(2).mean().item():>16.4f} "
-              f"{dist.median().item():>16.4f} {pix.mean().item():>10.2e} {args.n / seconds:>9.1f}")
+              f"{dist.median().item():>16.4f} {pix.mean().item():>10.2e} {args.n / seconds:>9.3g}")
 
 
 if __name__ == "__main__":
