@@ -144,12 +144,21 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
 
     if optimizer == "lm":
         best_z, best_err = levenberg_marquardt(G, z0, target, steps, constrain, damping)
-        pick = best_err.view(restarts, n).argmin(0)
-        return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
+    else:
+        best_z, best_err = first_order_search(G, z0, target, steps, constrain, FIRST_ORDER[optimizer], lr)
+    pick = best_err.view(restarts, n).argmin(0)
+    return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
+
+
+def first_order_search(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, steps: int,
+                       constrain: Callable[[torch.Tensor], torch.Tensor], optimizer: type[torch.optim.Optimizer],
+                       lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`steps` steps of `optimizer` on z, one independent problem per row of z0, the constraint applied
+    after each. Returns per row the code with the lowest error seen at any step and that error."""
     with torch.enable_grad(), frozen(G):
         z = z0.clone().requires_grad_(True)
-        opt = FIRST_ORDER[optimizer]([z], lr=lr)
-        best_err = torch.full((n * restarts,), math.inf, device=x.device)
+        opt = optimizer([z], lr=lr)
+        best_err = torch.full((len(z0),), math.inf, device=z0.device)
         best_z = z0.clone()
         for step in range(steps + 1):
             # G(z.clone()), not G(z): autocast caches its bf16 copy of a leaf that requires grad (meant for
@@ -166,8 +175,7 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
             opt.step()
             with torch.no_grad():
                 z.copy_(constrain(z))
-    pick = best_err.view(restarts, n).argmin(0)
-    return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
+    return best_z, best_err
 
 
 def image_jacobian(G: nn.Module, z: torch.Tensor) -> torch.Tensor:

@@ -79,9 +79,9 @@ def recovered(z: torch.Tensor, z_star: torch.Tensor, tol: float = 1e-2) -> float
     return ((z - z_star).abs().max(1).values < tol).float().mean().item()
 
 
-def search(G, x, prior, clip, steps=500, init=None):
+def search(G, x, prior, clip, steps=500, init=None, optimizer="adam"):
     return recover_latents(G, x, prior, steps, 0.05, 1, clip, init=init, generator=torch.Generator().manual_seed(1),
-                           dim=16)
+                           dim=16, optimizer=optimizer)
 
 
 def test_planted_latents_plain_generator():
@@ -108,20 +108,15 @@ def test_planted_latents_clipping_beats_no_clipping_when_g_has_pre_images_off_th
     assert (none_z.abs() > 1).any(1).float().mean() > 0.5  # where unclipped descent went
 
 
-def lm_search(G, x, prior, clip, steps):
-    return recover_latents(G, x, prior, steps, 0.0, 1, clip, generator=torch.Generator().manual_seed(1), dim=16,
-                           optimizer="lm")
-
-
 def test_levenberg_marquardt_recovers_planted_latents_in_few_steps():
     """The second-order search: 10 steps recover every code to 1e-4 where Adam needs hundreds to reach 1e-2
     (measured: 100% with hard clipping and with none); on the folded G stochastic clipping's advantage
     holds under it too (measured 93% against 28% hard and 20% none after 30 steps)."""
     prior, G, z_star, x = planted(0)
-    assert recovered(lm_search(G, x, prior, "hard", 10), z_star, tol=1e-4) >= 0.95
+    assert recovered(search(G, x, prior, "hard", 10, optimizer="lm"), z_star, tol=1e-4) >= 0.95
     prior, G, z_star, x = planted(0, fold=True, n=30)
-    sc = recovered(lm_search(G, x, prior, True, 30), z_star)
-    none = recovered(lm_search(G, x, prior, False, 30), z_star)
+    sc = recovered(search(G, x, prior, True, 30, optimizer="lm"), z_star)
+    none = recovered(search(G, x, prior, False, 30, optimizer="lm"), z_star)
     assert sc >= none + 0.4, (sc, none)
 
 
