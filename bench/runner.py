@@ -28,7 +28,7 @@ from methods import METHODS, Method, ModelSpec, Phase, StepContext
 
 from .cli import UsageError
 from .config import ConfigError, RunConfig, apply_overrides
-from .data import ImageData, load_dataset
+from .data import ImageData, check_run_data, load_dataset
 from .protocols import PROTOCOLS
 from .provenance import code_version, device_name, package_versions
 from .store import Store
@@ -247,6 +247,7 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
     run_dir = out / "runs" / run_id
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    check_run_data(run_dir, data)  # a resumed or re-evaluated run sees exactly the images it started with
     row = store.get_run(run_id)
     identity = dict(method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol, seed=cfg.seed,
                     config_json=cfg.to_dict(), config_hash=cfg.config_hash(), dtype=cfg.train.precision,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
+from PIL import Image
 
 from bench.registry import Registry
 
@@ -92,8 +96,26 @@ class EvalContext:
         return torch.cat(outs)
 
     def base_provenance(self) -> dict[str, Any]:
+        """Where every value of this evaluation comes from; the split digests name the exact images (the first
+        n_images of the test split whose digest is given, and the training split the run learned from)."""
         return {"device": self.device.type, "dtype": self.precision, "seed": self.seed,
-                "dataset": self.data.name, "split": "test", "resolution": self.data.resolution}
+                "dataset": self.data.name, "split": "test", "resolution": self.data.resolution,
+                "test_split_sha256": self.data.test_sha256[:16], "train_split_sha256": self.data.train_sha256[:16]}
+
+    def save_eval_images(self, name: str, images: torch.Tensor) -> Path | None:
+        """Keep the exact uint8 images a distribution metric scored as PNG files (lossless) in
+        run_dir/eval/<name>/, so that anyone can recompute the value with torch-fidelity on them."""
+        if self.run_dir is None:
+            return None
+        dest = Path(self.run_dir) / "eval" / name
+        tmp = dest.with_name(f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        tmp.mkdir(parents=True)
+        for i, img in enumerate(images):
+            Image.fromarray(img.permute(1, 2, 0).squeeze(2).numpy()).save(tmp / f"{i:06d}.png")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        return dest
 
 
 class Metric:

@@ -1,55 +1,88 @@
-"""FID and KID through torch-fidelity: generated samples G(z) and reconstructions G(E(x)) against the test split.
+"""FID, KID, precision/recall and density/coverage on Inception features: generated samples G(z) and
+reconstructions G(E(x)) against the test split.
 
-Stages: images (uint8 tensors, no file round trip) -> Inception pool3 features (torch-fidelity, with the weights
-of metrics.weights) -> statistics -> value. The reference side (the test split) is cached by torch-fidelity's own
-cache, keyed by dataset, split, resolution, image count, a digest of the images, the weights digest and the
-feature extractor.
+Stages: images (uint8 tensors, no file round trip) -> Inception pool3 features -> statistics -> value. Every
+statistic is torch-fidelity's own function (FID, KID with its defaults: 100 subsets of up to 1,000 images,
+seed 2020; precision/recall with k=3) or the `prdc` package's (density/coverage, Naeem et al., k=5), applied to
+one set of features per image set: the test split's features are extracted once per (dataset, split digest,
+image count, weights, extractor) and cached on disk; a run's samples and reconstructions once per evaluation.
 
-Two feature extractors give the same features up to bf16 rounding:
-- "fp32": torch-fidelity's own `inception-v3-compat`, exactly as `fidelity --fid` runs it;
-- "bf16": `InceptionV3BF16` below, the same network and weights for CPUs and GPUs with fast bf16 (AMX,
-  AVX512-BF16, tensor cores): BatchNorm folded into the convolutions (in fp32), weights and activations in bf16
-  except the first (cheap) convolution, channels_last, bigger batches, and torch-fidelity's TF1-compatible
-  bilinear resize to 299x299 written as two fp32 matrix products taken from torch-fidelity's own function.
-  benchmarks/test_fid_speed.py measures its speed and its FID against fp32's (about 3x, FID within 0.5%).
-  Pool3 features differ from fp32's by ~3% (bf16 rounding of the weights is most of it); FID, a statistic over
-  many images, by a few tenths of a percent.
-The dtype follows the evaluation's precision (EvalContext.precision) unless a metric option says otherwise.
+Feature modes (FEATURES):
+- "fp32" (default, exact): torch-fidelity's `inception-v3-compat` network and weights with BatchNorm folded into
+  the convolutions and channels_last layout, still fp32: features equal torch-fidelity's to ~1e-6 (relative), so
+  the values equal `torch_fidelity.calculate_metrics` on the same images (tests/test_fidelity.py checks FID to
+  0.1% and KID to 1% on real images) at about twice its speed on a CPU (benchmarks/test_fid_speed.py).
+- "bf16" (approximate, opt-in): the same network in bf16 (weights and activations, fp32 first convolution).
+  About 3x torch-fidelity on CPUs with fast bf16, but FID moves by a few tenths of a percent: its provenance says
+  `feature_mode: approximate`, so reports and compare never put its values in one column with exact ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import io
+import os
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import prdc
 import torch
 import torch_fidelity
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torch_fidelity.feature_extractor_inceptionv3 import BasicConv2d, FeatureExtractorInceptionV3
 from torch_fidelity.helpers import vassert
 from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d_like_tensorflow1x
+from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
+from bench.data import cache_dir
 from bench.registry import Registry
 
-from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue
 from .lpips_metric import metric_options
 from .weights import Weights, inception_weights
 
-FAST_EXTRACTOR = "aegan-inception-v3-bf16"
-#: KID's subset size: torch-fidelity's 1000, or all images when there are fewer
+#: torch-fidelity's defaults, so that KID is comparable with `fidelity --kid` (subset size capped at the image count)
 KID_SUBSET_SIZE = 1000
 KID_SUBSETS = 100
+KID_SEED = 2020
+#: neighbourhoods: torch-fidelity's default for precision/recall, Naeem et al.'s recommendation for density/coverage
+PRC_K = 3
+PRDC_K = 5
 IMAGE_FORMAT = "uint8 tensors (x*255+0.5 truncated, as torchvision's save_image), no file round trip"
 RESIZE = "torch-fidelity's TF1-compatible bilinear resize to 299x299"
+FEATURE_LAYER = "2048"
 
 
-class InceptionV3BF16(FeatureExtractorInceptionV3):
-    """torch-fidelity's inception-v3-compat in bf16 (see the module docstring); pool3 ("2048") features only."""
+@dataclass(frozen=True)
+class FeatureMode:
+    name: str
+    #: torch-fidelity feature extractor registered under this name
+    extractor: str
+    #: batch size of the extraction (bf16 is faster with bigger batches: measured)
+    batch_size: int
+    #: True when values equal torch-fidelity's fp32 `inception-v3-compat` to the tested tolerance
+    exact: bool
+    description: str
 
+    @property
+    def label(self) -> str:
+        return "exact" if self.exact else "approximate"
+
+
+class FastInceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's inception-v3-compat with BatchNorm folded into the convolutions (in fp32), channels_last,
+    and torch-fidelity's TF1-compatible resize written as two fp32 matrix products; pool3 ("2048") features only.
+    `compute_dtype` is the dtype of the trunk's weights and activations."""
+
+    compute_dtype = torch.float32
     _TRUNK = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
               "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
               "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
@@ -62,9 +95,9 @@ class InceptionV3BF16(FeatureExtractorInceptionV3):
                 block.conv = fuse_conv_bn_eval(block.conv.float(), block.bn.float())
                 block.bn = torch.nn.Identity()
         del self.fc  # pool3 features only
-        self.to(torch.bfloat16).to(memory_format=torch.channels_last)
-        # the first convolution stays fp32: it is cheap (3 input channels) and bf16 input pixels cost precision
-        # (measured: mean feature error 3.5% -> 2.9% against fp32)
+        self.to(self.compute_dtype).to(memory_format=torch.channels_last)
+        # the first convolution stays fp32: it is cheap (3 input channels) and low-precision input pixels cost
+        # accuracy (bf16: mean feature error 3.5% -> 2.9% against fp32, measured)
         self.Conv2d_1a_3x3.float()
         self.requires_grad_(False)
         self.eval()
@@ -74,22 +107,39 @@ class InceptionV3BF16(FeatureExtractorInceptionV3):
         vassert(x.dim() == 4 and x.shape[1] == 3, f"Input is not Bx3xHxW: {x.shape}")
         x = resize_like_tf1(x.float(), self.INPUT_IMAGE_SIZE)
         x = ((x - 128) / 128).contiguous(memory_format=torch.channels_last)
-        x = self.Conv2d_1a_3x3(x).to(torch.bfloat16)
+        x = self.Conv2d_1a_3x3(x).to(self.compute_dtype)
         for name in self._TRUNK[1:]:
             x = getattr(self, name)(x)
         return (x.float().mean((2, 3)),)
 
     @staticmethod
     def get_provided_features_list():
-        return ("2048",)
+        return (FEATURE_LAYER,)
 
     @staticmethod
     def get_default_feature_layer_for_metric(metric):
-        return {"fid": "2048", "kid": "2048", "prc": "2048"}[metric]
+        return {"fid": FEATURE_LAYER, "kid": FEATURE_LAYER, "prc": FEATURE_LAYER}[metric]
 
     @staticmethod
     def can_be_compiled():
         return False
+
+
+class InceptionV3BF16(FastInceptionV3):
+    compute_dtype = torch.bfloat16
+
+
+#: feature mode -> how features are extracted; "fp32" is the default everywhere
+FEATURES: Registry[FeatureMode] = Registry("FID feature mode")
+DEFAULT_FEATURES = "fp32"
+for _mode, _cls in ((FeatureMode("fp32", "aegan-inception-v3-fp32", 64, True,
+                                 "torch-fidelity's inception-v3-compat, BatchNorm folded, fp32 (exact)"),
+                     FastInceptionV3),
+                    (FeatureMode("bf16", "aegan-inception-v3-bf16", 128, False,
+                                 "the same network in bf16 (approximate: FID within ~0.5%)"), InceptionV3BF16)):
+    FEATURES.add(_mode.name, _mode)
+    if _mode.extractor not in FEATURE_EXTRACTORS_REGISTRY:  # importing twice (e.g. reloads) must not fail
+        torch_fidelity.register_feature_extractor(_mode.extractor, _cls)
 
 
 @functools.cache
@@ -105,15 +155,6 @@ def resize_like_tf1(x: torch.Tensor, size: int) -> torch.Tensor:
     rh = _resize_matrix(x.shape[-2], size, str(x.device))
     rw = _resize_matrix(x.shape[-1], size, str(x.device))
     return rh @ x @ rw.T
-
-
-if FAST_EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:  # importing twice (e.g. reloads) must not fail
-    torch_fidelity.register_feature_extractor(FAST_EXTRACTOR, InceptionV3BF16)
-
-#: dtype -> (torch-fidelity feature extractor, batch size): bf16 is faster with bigger batches (measured)
-EXTRACTORS: Registry[tuple[str, int]] = Registry("FID dtype")
-EXTRACTORS.add("fp32", ("inception-v3-compat", 64))
-EXTRACTORS.add("bf16", (FAST_EXTRACTOR, 128))
 
 
 class UInt8Images(torch.utils.data.Dataset):
@@ -142,89 +183,179 @@ def torch_fidelity_version() -> str:
 
 
 def images_digest(images: torch.Tensor) -> str:
-    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+    """sha256 of a uint8 image tensor's shape and bytes: names the exact images a value was computed on."""
+    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}\n".encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
-def fid_kid(images1: torch.Tensor, images2: torch.Tensor, *, weights: Weights | None = None, dtype: str = "bf16",
-            device: torch.device | str = "cpu", batch_size: int | None = None, seed: int = 0,
-            cache_name2: str | None = None, cache_root: str | Path | None = None,
-            fid: bool = True, kid: bool = True) -> dict[str, Any]:
-    """FID and KID between two sets of uint8 N x C x H x W images, through torch_fidelity.calculate_metrics.
-    fid/kid=False skips one (FID's 2048x2048 eigenvalue problem costs seconds on a CPU).
+# --- stage 1: features ----------------------------------------------------------------------------------------
+@functools.cache
+def _extractor(mode: str, weights_path: str, device: str) -> torch.nn.Module:
+    """One extractor per (mode, weights, device) and process: building it costs seconds (weights, BN folding)."""
+    return create_feature_extractor(FEATURES.get(mode).extractor, [FEATURE_LAYER], cuda=device.startswith("cuda"),
+                                    verbose=False, feature_extractor_weights_path=weights_path)
 
-    cache_name2: a name under which torch-fidelity caches the features and statistics of images2 (the
-    reference); it must identify the images, the weights and the dtype's extractor is added by torch-fidelity.
-    """
-    extractor, default_bs = EXTRACTORS.get(dtype)
-    n1, n2 = len(images1), len(images2)
-    if min(n1, n2) < 2:
-        raise ValueError(f"FID and KID need at least 2 images on each side, got {n1} and {n2}")
+
+def inception_features(images: torch.Tensor, *, mode: str = DEFAULT_FEATURES, weights: Weights | None = None,
+                       device: torch.device | str = "cpu", batch_size: int | None = None) -> torch.Tensor:
+    """Pool3 features (N x 2048, fp32, CPU) of uint8 N x C x H x W images, through torch-fidelity's own loop."""
+    spec = FEATURES.get(mode)
     weights = weights or inception_weights()
     device = torch.device(device)
-    kid_subset = min(KID_SUBSET_SIZE, n1, n2)
-    if cache_root is None and cache_name2:
-        from bench.data import cache_dir
-
-        cache_root = cache_dir() / "fidelity"
-    out = torch_fidelity.calculate_metrics(
-        input1=UInt8Images(images1), input2=UInt8Images(images2), fid=fid, kid=kid,
-        feature_extractor=extractor, feature_extractor_weights_path=str(weights.path),
-        cuda=device.type == "cuda", batch_size=batch_size or default_bs, save_cpu_ram=True, verbose=False,
-        kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset, rng_seed=seed,
-        cache=cache_name2 is not None, cache_root=str(cache_root) if cache_root else None,
-        input2_cache_name=cache_name2)
-    def get(key: str) -> float | None:
-        return float(out[key]) if key in out else None
-
-    return {"fid": get("frechet_inception_distance"), "kid": get("kernel_inception_distance_mean"),
-            "kid_std": get("kernel_inception_distance_std"), "kid_subset_size": kid_subset,
-            "feature_extractor": extractor}
+    fe = _extractor(mode, str(weights.path), str(device))
+    feats = get_featuresdict_from_dataset(UInt8Images(images), fe, batch_size or spec.batch_size,
+                                          device.type == "cuda", True, False)
+    return feats[FEATURE_LAYER].float().cpu()
 
 
-def provenance(weights: Weights, dtype: str, device: torch.device, n1: int, n2: int, scores: dict[str, Any],
-               seed: int) -> dict[str, Any]:
-    return {"torch_fidelity": torch_fidelity_version(), **weights.provenance(),
-            "feature_extractor": scores["feature_extractor"], "dtype": dtype, "device": device.type, "seed": seed,
+def cached_features(images: torch.Tensor, name: str, *, mode: str = DEFAULT_FEATURES, weights: Weights | None = None,
+                    device: torch.device | str = "cpu", root: Path | None = None) -> torch.Tensor:
+    """inception_features of images that recur (a test split), cached on disk under a key made of `name`, the
+    images' digest, the weights' digest and the extractor, so that every run and metric shares one extraction.
+    The file holds one tensor and is read with weights_only=True; an unreadable file is recomputed."""
+    weights = weights or inception_weights()
+    key = f"{name}-x{images_digest(images)[:16]}-w{weights.sha256[:12]}-{FEATURES.get(mode).extractor}"
+    path = (root or cache_dir() / "features") / f"{key}.pt"
+    if path.exists():
+        with contextlib.suppress(Exception):  # a damaged cache file is recomputed, never trusted
+            feats = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(feats, torch.Tensor) and feats.shape == (len(images), 2048):
+                return feats
+    feats = inception_features(images, mode=mode, weights=weights, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    torch.save(feats, tmp)
+    os.replace(tmp, path)
+    return feats
+
+
+# --- stage 2: statistics -> values ------------------------------------------------------------------------------
+def fid_value(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    stats = [fid_features_to_statistics(f) for f in (gen, ref)]
+    return {"fid": fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]}
+
+
+def kid_value(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    out = kid_features_to_metric(gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size(gen, ref),
+                                 rng_seed=KID_SEED, verbose=False)
+    return {"kid": out["kernel_inception_distance_mean"], "kid_std": out["kernel_inception_distance_std"]}
+
+
+def prc_value(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    out = prc_features_to_metric(gen, ref, prc_neighborhood=PRC_K, prc_batch_size=10000, save_cpu_ram=True,
+                                 verbose=False)
+    return {"precision": out["precision"], "recall": out["recall"]}
+
+
+def density_coverage(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the sample counts
+        out = prdc.compute_prdc(real_features=ref.numpy(), fake_features=gen.numpy(), nearest_k=PRDC_K)
+    return {"density": float(out["density"]), "coverage": float(out["coverage"])}
+
+
+def kid_subset_size(gen: torch.Tensor, ref: torch.Tensor) -> int:
+    return min(KID_SUBSET_SIZE, len(gen), len(ref))
+
+
+def check_counts(n1: int, n2: int, need: int = 2, what: str = "FID and KID") -> None:
+    if min(n1, n2) < need:
+        raise ValueError(f"{what} need at least {need} images on each side, got {n1} and {n2}")
+
+
+def fid_kid(images1: torch.Tensor, images2: torch.Tensor, *, weights: Weights | None = None,
+            mode: str = DEFAULT_FEATURES, device: torch.device | str = "cpu", fid: bool = True,
+            kid: bool = True) -> dict[str, Any]:
+    """FID and KID between two sets of uint8 N x C x H x W images, as torch_fidelity.calculate_metrics computes
+    them with its defaults (fid/kid=False skips one: FID's 2048x2048 eigenvalue problem costs seconds)."""
+    check_counts(len(images1), len(images2))
+    weights = weights or inception_weights()
+    f1, f2 = (inception_features(x, mode=mode, weights=weights, device=device) for x in (images1, images2))
+    out: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None}
+    if fid:
+        out.update(fid_value(f1, f2))
+    if kid:
+        out.update(kid_value(f1, f2))
+    return out
+
+
+def provenance(weights: Weights, mode: str, device: torch.device | str, n1: int, n2: int) -> dict[str, Any]:
+    """How Inception-feature values were measured; `feature_mode` says whether they equal torch-fidelity's."""
+    spec = FEATURES.get(mode)
+    return {"torch_fidelity": torch_fidelity_version(), **weights.provenance(), "feature_extractor": spec.extractor,
+            "feature_mode": spec.label, "dtype": spec.name, "device": torch.device(device).type,
             "n_images_1": n1, "n_images_2": n2, "resize": RESIZE, "image_format": IMAGE_FORMAT,
-            "kid_subsets": KID_SUBSETS, "kid_subset_size": scores["kid_subset_size"]}
+            "comparable_with": ("torch-fidelity's fp32 inception-v3-compat (fidelity --fid --kid) on the same images"
+                                if spec.exact else "only values of the same approximate mode")}
 
 
-class _Fidelity(Metric):
-    """FID and KID of some images of the method (images()) against the first n_images of the test split."""
+def kid_provenance(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, Any]:
+    return {"kid_subsets": KID_SUBSETS, "kid_subset_size": kid_subset_size(gen, ref), "kid_seed": KID_SEED}
+
+
+# --- the metrics ----------------------------------------------------------------------------------------------
+class _InceptionMetric(Metric):
+    """Values on Inception features of some images of the method (images()) against the first n_images of the
+    test split. The features are shared through the evaluation's memo: one extraction per image set."""
 
     default = False  # needs pretrained weights (fetched on first use): see EvalConfig.pretrained
     side = ""
 
-    def __init__(self, dtype: str | None = None):
-        self.dtype = dtype
+    def __init__(self, mode: str | None = None):
+        self.mode = mode
 
     def images(self, ctx: EvalContext) -> torch.Tensor:
         raise NotImplementedError
 
+    def values(self, gen: torch.Tensor, ref: torch.Tensor, prov: dict[str, Any]) -> list[MetricValue]:
+        raise NotImplementedError
+
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
-        dtype = self.dtype or metric_options(ctx, self.name).get("dtype") or ctx.precision
-        EXTRACTORS.get(dtype)  # an unknown dtype fails before any work
+        mode = self.mode or metric_options(ctx, self.name).get("dtype") or DEFAULT_FEATURES
+        FEATURES.get(mode)  # an unknown mode fails before any work
         weights = inception_weights()
         ref = ctx.test_images()
-        gen = to_uint8(self.images(ctx).clamp(0, 1))
-        cache_name = (f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}-x{images_digest(ref)[:12]}"
-                      f"-w{weights.sha256[:12]}")
-        scores = fid_kid(gen, ref, weights=weights, dtype=dtype, device=ctx.device, seed=ctx.seed,
-                         cache_name2=cache_name)
-        prov = {**ctx.base_provenance(), **provenance(weights, dtype, ctx.device, len(gen), len(ref), scores,
-                                                      ctx.seed),
-                "generator_dtype": ctx.precision, "images_1": self.side, "reference_split": "test",
-                "n_generated": len(gen), "n_reference": len(ref)}
-        return [MetricValue(f"fid_{self.side}", scores["fid"], prov),
-                MetricValue(f"kid_{self.side}", scores["kid"], {**prov, "kid_std": scores["kid_std"]})]
+        gen_key = f"inception:{mode}:{self.side}"
+        if gen_key not in ctx._memo:
+            gen = to_uint8(self.images(ctx).clamp(0, 1))
+            ctx.save_eval_images(self.side, gen)
+            ctx._memo[gen_key] = (inception_features(gen, mode=mode, weights=weights, device=ctx.device),
+                                  images_digest(gen))
+        f_gen, gen_digest = ctx._memo[gen_key]
+        ref_key = f"inception:{mode}:reference"
+        if ref_key not in ctx._memo:
+            ctx._memo[ref_key] = cached_features(ref, f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}",
+                                                 mode=mode, weights=weights, device=ctx.device)
+        f_ref = ctx._memo[ref_key]
+        prov = {**ctx.base_provenance(), **provenance(weights, mode, ctx.device, len(f_gen), len(f_ref)),
+                "generator_dtype": ctx.precision, "images_1": self.side, "images_1_fingerprint": gen_digest,
+                "reference_split": "test", "n_generated": len(f_gen), "n_reference": len(f_ref)}
+        return self.values(f_gen, f_ref, prov)
 
 
-@METRICS.register()
-class FIDSamples(_Fidelity):
-    name = "fid"
-    description = "FID and KID of n_samples generated G(z) against the test split (torch-fidelity, Inception-v3)"
+class _FidKid(_InceptionMetric):
+    def values(self, gen, ref, prov):
+        check_counts(len(gen), len(ref))
+        fid, kid = fid_value(gen, ref), kid_value(gen, ref)
+        return [MetricValue(f"fid_{self.side}", fid["fid"], prov),
+                MetricValue(f"kid_{self.side}", kid["kid"], {**prov, **kid_provenance(gen, ref),
+                                                            "kid_std": kid["kid_std"]})]
+
+
+class _PRDC(_InceptionMetric):
+    def values(self, gen, ref, prov):
+        check_counts(len(gen), len(ref), PRDC_K + 1, "precision/recall and density/coverage")
+        pr, dc = prc_value(gen, ref), density_coverage(gen, ref)
+        pr_prov = {**prov, "implementation": "torch_fidelity.metric_prc (Kynkaanniemi et al. 2019)", "k": PRC_K}
+        dc_prov = {**prov, "implementation": f"prdc {metadata.version('prdc')} (Naeem et al. 2020)", "k": PRDC_K}
+        return [MetricValue(f"precision_{self.side}", pr["precision"], pr_prov),
+                MetricValue(f"recall_{self.side}", pr["recall"], pr_prov),
+                MetricValue(f"density_{self.side}", dc["density"], dc_prov),
+                MetricValue(f"coverage_{self.side}", dc["coverage"], dc_prov)]
+
+
+class _Samples:
     requires = frozenset({"sample"})
-    keys = {"fid_samples": LOWER, "kid_samples": LOWER}
     side = "samples"
 
     @torch.no_grad()
@@ -237,13 +368,40 @@ class FIDSamples(_Fidelity):
         return torch.cat(out)
 
 
-@METRICS.register()
-class FIDRecon(_Fidelity):
-    name = "fid_recon"
-    description = "FID and KID of reconstructions G(E(x)) of the test split against the test split"
+class _Recon:
     requires = frozenset({"encode", "decode"})
-    keys = {"fid_recon": LOWER, "kid_recon": LOWER}
     side = "recon"
 
     def images(self, ctx: EvalContext) -> torch.Tensor:
         return ctx.reconstructions()
+
+
+@METRICS.register()
+class FIDSamples(_Samples, _FidKid):
+    name = "fid"
+    description = "FID and KID of n_samples generated G(z) against the test split (torch-fidelity, Inception-v3)"
+    keys = {"fid_samples": LOWER, "kid_samples": LOWER}
+
+
+@METRICS.register()
+class FIDRecon(_Recon, _FidKid):
+    name = "fid_recon"
+    description = "FID and KID of reconstructions G(E(x)) of the test split against the test split"
+    keys = {"fid_recon": LOWER, "kid_recon": LOWER}
+
+
+@METRICS.register()
+class PRDCSamples(_Samples, _PRDC):
+    name = "prdc"
+    description = ("precision/recall (torch-fidelity, k=3) and density/coverage (prdc, k=5) of generated G(z) "
+                   "against the test split, on FID's Inception features")
+    keys = {"precision_samples": HIGHER, "recall_samples": HIGHER, "density_samples": HIGHER,
+            "coverage_samples": HIGHER}
+
+
+@METRICS.register()
+class PRDCRecon(_Recon, _PRDC):
+    name = "prdc_recon"
+    description = "precision/recall and density/coverage of reconstructions G(E(x)) against the test split"
+    keys = {"precision_recon": HIGHER, "recall_recon": HIGHER, "density_recon": HIGHER, "coverage_recon": HIGHER}
+

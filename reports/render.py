@@ -259,7 +259,7 @@ class DataCache:
 
 
 def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCache, log) -> list[Any]:
-    from bench.data import DatasetError
+    from bench.data import DatasetError, check_run_data
 
     # one run per row: its lowest seed (rows list their runs in seed order)
     rows = [(row.label, row.runs[0]) for row in table.rows]
@@ -276,6 +276,9 @@ def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCa
         if hit is None:
             try:
                 images = data.get(chosen[0][1])
+                if kind.select is not None:  # held-out images: only those each run was trained beside
+                    for _, run in chosen:
+                        check_run_data(Path(run.run_dir), images, record=False)
             except DatasetError as e:
                 images = None
                 if kind.select is None:  # samples need no held-out images, only the nets' data shape

@@ -22,7 +22,7 @@ RUN_SPECIFIC = frozenset({"seed", "eval_seconds", "device", "reason", "metric"})
 COUNT_FIELDS = ("n_images", "n_samples", "n_latents", "n_real", "n_fake", "n_train", "n_test", "n_pairs")
 SETTING_FIELDS = frozenset({*COUNT_FIELDS, "dataset", "split", "resolution", "dtype", "prior", "latent_dim",
                             "reference", "pixel_range", "reduction", "implementation", "function", "data_range",
-                            "batch_size", "statistic", "source"})
+                            "batch_size", "statistic", "source", "feature_mode", "kid_seed", "k", "space"})
 SETTING_PATTERNS = ("version", "weights", "sha", "hash", "extractor")
 #: run statuses whose metric values go into tables
 DONE = "done"

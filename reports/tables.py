@@ -179,7 +179,10 @@ def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
     notes = [
         "Cells: mean ± sample standard deviation (ddof=1) over seeds; a single seed shows the mean only. "
         "Bold: best mean per column (↓ lower is better, ↑ higher is better; ties all bold; none with fewer than "
-        f"two values). {NA_TEXT}: the method lacks a capability the metric requires. {MISSING_TEXT}: not evaluated."
+        f"two values). {NA_TEXT}: the method lacks a capability the metric requires. {MISSING_TEXT}: not evaluated.",
+        "Each value is exactly comparable with values whose settings below agree: the same split digests "
+        "(test_split_sha256: the exact held-out images), image counts, implementation and weights; "
+        "comparable_with names a reference implementation where there is one.",
     ]
     # keys with identical provenance share one note, in column order
     by_prov: dict[str, list[str]] = {}

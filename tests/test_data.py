@@ -107,3 +107,33 @@ def test_real_archives(shared_data, name, train, test, res):
         # per-class counts of the official split, and a class-balanced start of the (shuffled) test split
         assert torch.bincount(d.test_labels).tolist() == [1000] * 10
         assert torch.bincount(d.test_labels[:500], minlength=10).min() >= 30
+
+
+def test_replacing_images_under_the_same_path_decodes_again(tmp_path, tmp_cache):
+    """The decode cache is keyed by the folder's content listing, and the split digests name the decoded images."""
+    folder = tmp_path / "imgs"
+    write_images(folder, 6, (32, 32), seed=0)
+    first = load_dataset("folder", folder)
+    assert len(first.train) + len(first.test) == 6 and first.test_sha256 and first.train_sha256
+    again = load_dataset("folder", folder)  # from the cache: same digests
+    assert (again.train_sha256, again.test_sha256) == (first.train_sha256, first.test_sha256)
+    for p in folder.iterdir():
+        p.unlink()
+    write_images(folder, 30, (32, 32), seed=1)  # other images, same path
+    second = load_dataset("folder", folder)
+    assert (len(second.train), len(second.test)) == (25, 5)
+    assert second.test_sha256 != first.test_sha256 and second.source_sha256 != first.source_sha256
+    write_images(folder, 1, (32, 32), seed=2)  # one file rewritten in place (same name, other pixels)
+    third = load_dataset("folder", folder)
+    assert third.train_sha256 != second.train_sha256 or third.test_sha256 != second.test_sha256
+
+
+def test_run_data_is_recorded_and_checked(tmp_path, tmp_cache):
+    from bench.data import SplitMismatchError, check_run_data
+
+    d = load_dataset("mnist5k", cfg=DataConfig(max_train=100))
+    check_run_data(tmp_path, d)  # first use records
+    check_run_data(tmp_path, d)  # the same data passes
+    other = load_dataset("mnist5k", cfg=DataConfig(max_train=200))
+    with pytest.raises(SplitMismatchError, match=f"{d.train_sha256[:16]} recorded, {other.train_sha256[:16]} now"):
+        check_run_data(tmp_path, other)

@@ -93,3 +93,47 @@ def test_eval_skips_unfinished_runs(trained, tmp_path, capsys):
     assert main(["eval", "--out", str(out), "--metrics", "reencode"]) == 1
     assert "no finished checkpoint" in capsys.readouterr().out
     assert "reencode_error" not in rows(out)
+
+
+def test_stored_fid_equals_torch_fidelity_on_the_saved_images(trained, monkeypatch):
+    """`bench eval` keeps the exact images FID scored (run_dir/eval/samples/*.png); torch-fidelity's own
+    calculate_metrics on that folder and the test split gives the stored values (default: exact mode)."""
+    import json
+
+    import torch_fidelity
+
+    from bench.data import load_dataset
+    from metrics.fidelity import UInt8Images
+    from metrics.weights import inception_weights
+
+    monkeypatch.setenv("AEGAN_BENCH_CACHE", str(trained.parent / "cache"))
+    assert main(["eval", "--out", str(trained), "--device", "cpu", "--metrics", "fid"]) == 0
+    (run_dir,) = (trained / "runs").iterdir()
+    saved = sorted((run_dir / "eval" / "samples").glob("*.png"))
+    stored = rows(trained)
+    n = stored["fid_samples"]["provenance"]["n_generated"]
+    assert len(saved) == n == 64
+    recorded = json.loads((run_dir / "data.json").read_text())
+    test = load_dataset("mnist5k").test
+    assert stored["fid_samples"]["provenance"]["test_split_sha256"] == recorded["test_sha256"][:16]
+    direct = torch_fidelity.calculate_metrics(
+        input1=str(run_dir / "eval" / "samples"), input2=UInt8Images(test[:n]), fid=True, kid=True,
+        kid_subset_size=n, feature_extractor_weights_path=str(inception_weights().path), cuda=False,
+        save_cpu_ram=True, cache=False, verbose=False)
+    assert stored["fid_samples"]["value"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-3)
+    assert stored["kid_samples"]["value"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-2)
+
+
+def test_eval_refuses_a_different_copy_of_the_data(trained, tmp_path, capsys):
+    """A run is never scored on other images than it was trained with: the digests recorded at training time
+    (data.json) are checked, and both are named."""
+    import json
+
+    copy = tmp_path / "out"
+    shutil.copytree(trained, copy)
+    (run_dir,) = (copy / "runs").iterdir()
+    recorded = json.loads((run_dir / "data.json").read_text())
+    (run_dir / "data.json").write_text(json.dumps({**recorded, "test_sha256": "0" * 64}))
+    assert main(["eval", "--out", str(copy), "--device", "cpu", "--metrics", "mse", "--overwrite"]) == 2
+    err = capsys.readouterr().err
+    assert "0000000000000000" in err and recorded["test_sha256"][:16] in err and "test split" in err

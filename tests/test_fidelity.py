@@ -1,5 +1,6 @@
-"""FID and KID: the bf16 extractor against torch-fidelity's, batch-size invariance, `bench score` against
-torch-fidelity run directly, the metrics on a real method with the reference cache, and n/a."""
+"""FID, KID, precision/recall, density/coverage: the default (exact) extractor and the approximate bf16 one against
+torch-fidelity's, batch-size invariance, `bench score` and stored run values against torch-fidelity run directly,
+real CIFAR-10 images, the reference feature cache, and n/a."""
 
 from __future__ import annotations
 
@@ -10,7 +11,16 @@ import torch
 from PIL import Image
 
 from metrics import weights as W
-from metrics.fidelity import FIDRecon, FIDSamples, InceptionV3BF16, fid_kid, resize_like_tf1
+from metrics.fidelity import (
+    FastInceptionV3,
+    FIDRecon,
+    FIDSamples,
+    InceptionV3BF16,
+    PRDCSamples,
+    cached_features,
+    fid_kid,
+    resize_like_tf1,
+)
 
 PERSISTENT = W.weights_dir()
 
@@ -39,19 +49,21 @@ def test_fast_resize_equals_torch_fidelity_interpolation():
         assert (resize_like_tf1(x, 299) - ref).abs().max() < 1e-3  # pixels are 0..255
 
 
-def test_bf16_features_match_fp32_and_do_not_depend_on_the_batch(digits):
+def test_features_match_torch_fidelity_and_do_not_depend_on_the_batch(digits):
+    """The default extractor equals torch-fidelity's inception-v3-compat to fp32 rounding; bf16 only roughly."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     path = str(W.inception_weights().path)
     x = digits[:6]
     with torch.no_grad():
         ref = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=path)(x)[0]
-        fast = InceptionV3BF16("fast", ["2048"], feature_extractor_weights_path=path)
-        whole = fast(x)[0]
-        parts = torch.cat([fast(x[:1])[0], fast(x[1:4])[0], fast(x[4:])[0]])
-    rel = (whole - ref).norm(dim=1) / ref.norm(dim=1)
-    assert rel.max() < 0.06  # bf16 rounding; FID's agreement is measured in benchmarks/test_fid_speed.py
-    assert (whole - parts).abs().max() <= 1e-3 * ref.abs().max()
+        for cls, tol in ((FastInceptionV3, 1e-4), (InceptionV3BF16, 0.06)):
+            fast = cls("fast", ["2048"], feature_extractor_weights_path=path)
+            whole = fast(x)[0]
+            parts = torch.cat([fast(x[:1])[0], fast(x[1:4])[0], fast(x[4:])[0]])
+            rel = (whole - ref).norm(dim=1) / ref.norm(dim=1)
+            assert rel.max() < tol, cls.__name__
+            assert (whole - parts).abs().max() <= 1e-3 * ref.abs().max()
 
 
 @pytest.mark.slow
@@ -68,19 +80,18 @@ def test_score_fid_and_kid_equal_torch_fidelity_run_directly(digits, tmp_path, c
         for i, img in enumerate(imgs):
             Image.fromarray(img.permute(1, 2, 0).numpy()).save(tmp_path / side / f"{i:03d}.png")
     ours = {}
-    for metric in ("fid", "kid"):
-        assert main(["score", "--metric", metric, "--dtype", "fp32", "--json", str(tmp_path / "a"),
-                     str(tmp_path / "b")]) == 0
+    for metric in ("fid", "kid"):  # no options: the default is the exact value
+        assert main(["score", "--metric", metric, "--json", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
         ours[metric] = json.loads(capsys.readouterr().out)
     direct = torch_fidelity.calculate_metrics(
         input1=str(tmp_path / "a"), input2=str(tmp_path / "b"), fid=True, kid=True, kid_subset_size=n,
         feature_extractor_weights_path=str(W.inception_weights().path), cuda=False, save_cpu_ram=True,
         cache=False, verbose=False)
     assert ours["fid"]["value"] == pytest.approx(direct["frechet_inception_distance"], rel=1e-3)
-    assert ours["kid"]["value"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-3)
+    assert ours["kid"]["value"] == pytest.approx(direct["kernel_inception_distance_mean"], rel=1e-2)
     assert ours["fid"]["value"] > 1 and ours["fid"]["n"] == [n, n]
     prov = ours["kid"]["provenance"]
-    assert prov["dtype"] == "fp32" and prov["feature_extractor"] == "inception-v3-compat"
+    assert prov["dtype"] == "fp32" and prov["feature_mode"] == "exact" and prov["kid_seed"] == 2020
     assert prov["weights_sha256"] == W.inception_weights().sha256 and "kid_std" in prov
 
 
@@ -98,35 +109,74 @@ def _faae(n: int):
 
 
 @pytest.mark.slow
-def test_metrics_on_a_real_method(tmp_cache):
+def test_metrics_on_a_real_method_share_one_extraction(tmp_cache, monkeypatch):
+    import metrics.fidelity as F
+
+    calls = []
+    extract = F.inception_features
+    monkeypatch.setattr(F, "inception_features", lambda x, **kw: calls.append(len(x)) or extract(x, **kw))
     _, _, _, ctx = _faae(16)
     recon = FIDRecon().compute(ctx)
     assert [v.key for v in recon] == ["fid_recon", "kid_recon"]
     fid = recon[0]
     assert fid.value > 0
     for k in ("torch_fidelity", "weights_sha256", "n_images_1", "n_images_2", "reference_split", "resize", "dtype",
-              "device", "seed", "image_format", "kid_subset_size"):
+              "device", "image_format", "test_split_sha256", "images_1_fingerprint", "feature_mode"):
         assert k in fid.provenance, k
-    assert fid.provenance["dtype"] == "bf16" and fid.provenance["n_reference"] == 16
+    # the default is the exact mode whatever the run's training precision
+    assert fid.provenance["dtype"] == "fp32" and fid.provenance["generator_dtype"] == "bf16"
+    assert fid.provenance["n_reference"] == 16 and recon[1].provenance["kid_seed"] == 2020
     assert fid.provenance["weights_sha256"] == W.inception_weights().sha256
-    # the reference (test split) features are cached per dataset, split, resolution, count and weights
-    cached = list((tmp_cache / "fidelity").glob("mnist5k-test-r32-n16-*"))
-    assert cached and all(W.inception_weights().sha256[:12] in p.name for p in cached)
+    assert fid.provenance["test_split_sha256"] == ctx.data.test_sha256[:16]
+    # the reference (test split) features are cached on disk per dataset, image digest, weights and extractor
+    cached = list((tmp_cache / "features").glob("mnist5k-test-r32-n16-*"))
+    assert len(cached) == 1 and W.inception_weights().sha256[:12] in cached[0].name
     samples = FIDSamples().compute(ctx)
     assert [v.key for v in samples] == ["fid_samples", "kid_samples"] and samples[0].value > 0
-    assert samples[0].provenance["n_generated"] == 16 and "kid_std" in samples[1].provenance
+    prdc = {v.key: v for v in PRDCSamples().compute(ctx)}
+    assert set(prdc) == {"precision_samples", "recall_samples", "density_samples", "coverage_samples"}
+    assert all(0 <= prdc[k].value <= 1 for k in ("precision_samples", "recall_samples", "coverage_samples"))
+    assert prdc["density_samples"].provenance["k"] == 5 and prdc["recall_samples"].provenance["k"] == 3
+    # test split once, reconstructions once, samples once: precision/recall reuse FID's features
+    assert calls == [16, 16, 16]
+
+
+def test_prdc_equal_the_libraries_called_directly(digits):
+    """precision/recall against torch-fidelity's calculate_metrics(prc) on Inception features, density/coverage
+    against the prdc package, on the same images."""
+    import prdc
+    import torch_fidelity
+
+    from metrics.fidelity import UInt8Images, density_coverage, inception_features, prc_value
+
+    a, b = digits[:24], digits[2000:2024]
+    fa, fb = inception_features(a), inception_features(b)
+    direct = torch_fidelity.calculate_metrics(
+        input1=UInt8Images(a), input2=UInt8Images(b), prc=True, feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(W.inception_weights().path), cuda=False, save_cpu_ram=True, cache=False,
+        verbose=False)
+    ours = prc_value(fa, fb)
+    assert ours["precision"] == pytest.approx(direct["precision"], abs=1e-6)
+    assert ours["recall"] == pytest.approx(direct["recall"], abs=1e-6)
+    lib = prdc.compute_prdc(real_features=fb.numpy(), fake_features=fa.numpy(), nearest_k=5)
+    dc = density_coverage(fa, fb)
+    assert dc["density"] == pytest.approx(lib["density"]) and dc["coverage"] == pytest.approx(lib["coverage"])
+    assert dc["coverage"] > 0  # digits against digits: some coverage, so the comparison is not 0 == 0
 
 
 def test_reference_features_come_from_the_cache(digits, tmp_path):
-    """The second call reads the reference's features from the cache (unchanged file) and gives the same KID.
-    (KID only: FID's 2048x2048 eigenvalue problem would add seconds and test nothing more.)"""
-    a, b = digits[:6], digits[100:106]
-    first = fid_kid(a, b, cache_name2="ref", cache_root=tmp_path, fid=False)
+    """The second call reads the features from the cache (unchanged file); a damaged file is recomputed."""
+    x = digits[:6]
+    first = cached_features(x, "ref", root=tmp_path)
     files = {p: p.stat().st_mtime_ns for p in tmp_path.glob("ref-*")}
-    assert files and first["fid"] is None
-    again = fid_kid(a, b, cache_name2="ref", cache_root=tmp_path, fid=False)
-    assert again["kid"] == first["kid"]
+    assert len(files) == 1
+    assert torch.equal(cached_features(x, "ref", root=tmp_path), first)
     assert files == {p: p.stat().st_mtime_ns for p in tmp_path.glob("ref-*")}
+    other = cached_features(digits[6:12], "ref", root=tmp_path)  # other images under the same name: another key
+    assert len(list(tmp_path.glob("ref-*"))) == 2 and not torch.equal(other, first)
+    path = next(iter(files))
+    path.write_bytes(b"garbage")
+    assert torch.equal(cached_features(x, "ref", root=tmp_path), first)
 
 
 def test_na_for_a_method_lacking_the_capability(tmp_path, tmp_cache):

@@ -55,6 +55,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tolerance", action="append", default=[], metavar="KEY=REL",
                    help="relative tolerance of a key or key glob (default 5%%, 25%% for timings), e.g. "
                         "--tolerance recon_mse=0.02 (repeatable)")
+    p.add_argument("--other-splits", action="store_true",
+                   help="compare values computed on different train/test splits (refused by default: their split "
+                        "digests differ)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance level of the t tests (default 0.05)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="machine-readable output")
@@ -77,6 +80,6 @@ def run(args: argparse.Namespace) -> int:
     paths = store_paths(args)
     base = resolve_side("baseline", args.baseline, paths)
     cand = resolve_side("candidate", args.candidate, paths)
-    result = compare(base, cand, split_list(args.metrics), tolerances, args.alpha)
+    result = compare(base, cand, split_list(args.metrics), tolerances, args.alpha, args.other_splits)
     print(render(result, "json" if args.json else "markdown" if args.markdown else "text"))
     return 1 if result.regressed else 0

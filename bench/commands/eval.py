@@ -97,7 +97,7 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from metrics import evaluate, named_metrics
 
-    from ..data import load_dataset
+    from ..data import check_run_data, load_dataset
     from ..provenance import code_version, device_name, package_versions, resolve_device
     from ..runner import load_checkpoint, seed_everything, use_all_cores
     from ..store import Store
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if key not in cache:
             cache[key] = load_dataset(cfg.dataset, args.data_root, cfg.data)
         data = cache[key]
+        check_run_data(f.run_dir, data)  # never score a run on other images than it was trained with
         seed_everything(cfg.seed)  # metrics draw from their own generators; this covers any global draw
         method = load_trained(cfg, ckpt, data, device)
         own = type(method).base_method is None

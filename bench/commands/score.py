@@ -3,7 +3,7 @@
 Distribution metrics (fid, kid) compare two folders of images. Pairwise metrics (lpips, mse, and psnr/ssim when
 metrics.image_quality provides them) compare two image files, or two folders image by image, matching files by
 their path relative to the folder. Images are read as torch-fidelity reads folders (PIL, RGB), so FID and KID
-equal `fidelity --fid --kid A B` with the same weights (fp32; bf16 is the fast default, within 0.5%).
+equal `fidelity --fid --kid A B` with the same weights by default (--dtype bf16 is an approximate, faster mode).
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from ..cli import UsageError, command
 from ..registry import Registry
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-#: torch-fidelity's default seed of KID's random subsets, so that KID equals its CLI's
-KID_SEED = 2020
 
 
 @dataclass(frozen=True)
@@ -43,18 +41,17 @@ SCORERS: Registry[Scorer] = Registry("metric")
 
 def _fidelity(key: str):
     def score(a: torch.Tensor, b: torch.Tensor, args: argparse.Namespace) -> tuple[float, dict[str, Any]]:
-        from metrics.fidelity import fid_kid, provenance
+        from metrics.fidelity import fid_kid, kid_provenance, provenance
         from metrics.weights import inception_weights
 
         from ..provenance import resolve_device
 
         device = resolve_device(args.device)
         w = inception_weights(args.weights_cache)
-        s = fid_kid(a, b, weights=w, dtype=args.dtype, device=device, seed=args.seed, fid=key == "fid",
-                    kid=key == "kid")
-        prov = provenance(w, args.dtype, device, len(a), len(b), s, args.seed)
+        s = fid_kid(a, b, weights=w, mode=args.dtype, device=device, fid=key == "fid", kid=key == "kid")
+        prov = provenance(w, args.dtype, device, len(a), len(b))
         if key == "kid":
-            prov["kid_std"] = s["kid_std"]
+            prov.update(kid_provenance(a, b), kid_std=s["kid_std"])
         return s[key], prov
 
     return score
@@ -198,21 +195,21 @@ def _args(p: argparse.ArgumentParser) -> None:
     # valid values are checked against the metrics' registries when used (importing them here would slow
     # every `bench` command)
     p.add_argument("--net", default="alex", help="LPIPS backbone: alex (default) or vgg")
-    p.add_argument("--dtype", default="bf16",
-                   help="FID/KID feature precision: bf16 (fast, default) or fp32 (torch-fidelity's own)")
+    p.add_argument("--dtype", default="fp32",
+                   help="FID/KID features: fp32 (default: equals torch-fidelity's values) or bf16 (approximate, "
+                        "faster where bf16 is fast; never comparable with fp32 values)")
     p.add_argument("--weights-cache", default=None, metavar="DIR",
                    help="folder of the pretrained weights (default $AEGAN_BENCH_WEIGHTS or <cache>/weights)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda")
-    p.add_argument("--seed", type=int, default=KID_SEED, help=f"seed of KID's subsets (default {KID_SEED})")
 
 
 @command("score", "score two image folders (fid, kid) or image pairs (lpips, mse, ...) outside any run", _args)
 def run(args: argparse.Namespace) -> int:
     scorer = SCORERS.get(args.metric)
-    from metrics.fidelity import EXTRACTORS
+    from metrics.fidelity import FEATURES
     from metrics.lpips_metric import LPIPS_NETS
 
-    EXTRACTORS.get(args.dtype)  # unknown values: exit 2 with the valid ones
+    FEATURES.get(args.dtype)  # unknown values: exit 2 with the valid ones
     if args.net not in LPIPS_NETS:
         raise UsageError(f"unknown --net {args.net!r}; valid: {', '.join(LPIPS_NETS)}")
     a, b = _existing(args.a), _existing(args.b)
@@ -229,6 +226,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{scorer.name} = {out['value']:.6g}  ({scorer.direction} is better; n = {n})")
     prov = out.get("provenance", {})
     if prov:
-        print("  " + ", ".join(f"{k}={prov[k]}" for k in ("net", "dtype", "weights_sha256", "weights_source")
-                               if k in prov))
+        shown = ("net", "dtype", "feature_mode", "weights_sha256", "weights_source")
+        print("  " + ", ".join(f"{k}={prov[k]}" for k in shown if k in prov))
     return 0
