@@ -35,7 +35,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from bench.registry import Registry
 
-from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import LOWER, METRICS, EvalContext, Metric, MetricValue, not_available
 from .lpips_metric import metric_options
 from .weights import Weights, inception_weights
 
@@ -204,9 +204,14 @@ class _Fidelity(Metric):
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         dtype = self.dtype or metric_options(ctx, self.name).get("dtype") or ctx.precision
         EXTRACTORS.get(dtype)  # an unknown dtype fails before any work
-        weights = inception_weights()
         ref = ctx.test_images()
+        if len(ref) < 2:  # FID's covariance and KID's subsets need two images on each side
+            return not_available(self.keys, f"FID and KID need at least 2 held-out images; the test split has "
+                                            f"{len(ref)}")
         gen = to_uint8(self.images(ctx).clamp(0, 1))
+        if len(gen) < 2:
+            return not_available(self.keys, f"FID and KID need at least 2 {self.side} images; eval gave {len(gen)}")
+        weights = inception_weights()
         cache_name = (f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}-x{images_digest(ref)[:12]}"
                       f"-w{weights.sha256[:12]}")
         scores = fid_kid(gen, ref, weights=weights, dtype=dtype, device=ctx.device, seed=ctx.seed,

@@ -93,3 +93,19 @@ def test_eval_skips_unfinished_runs(trained, tmp_path, capsys):
     assert main(["eval", "--out", str(out), "--metrics", "reencode"]) == 1
     assert "no finished checkpoint" in capsys.readouterr().out
     assert "reencode_error" not in rows(out)
+
+
+def test_eval_without_metrics_scores_the_protocol_default_set(trained, tmp_path, capsys, monkeypatch):
+    """Issue 14 row 3: `bench eval --out DIR` without --metrics died with "TypeError: 'NoneType' object is not
+    iterable"; it evaluates the protocol's default set (smoke: no pretrained networks), skipping stored ones."""
+    from metrics import METRICS, select_metrics
+
+    monkeypatch.setenv("AEGAN_BENCH_CACHE", str(trained.parent / "cache"))
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    code = main(["eval", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0, printed + err
+    expected = {k for n in select_metrics(None, pretrained=False) for k in METRICS.get(n).keys}
+    assert set(rows(out)) == expected and "lpips" not in expected and "fid_samples" not in expected
+    assert "recon_mse=" not in printed  # stored before, so skipped
