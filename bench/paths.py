@@ -16,8 +16,8 @@ from pathlib import Path
 #: such as 'faae[loss.rec_weight=30]'
 SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_+\-\[\]=,][A-Za-z0-9_.+\-\[\]=,]*$")
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_.+\-\[\]=,]+")
-#: file systems allow 255 bytes per name; room is kept for suffixes such as '-samples.png'
-MAX_NAME = 160
+#: file systems allow 255 bytes per name (safe names are ASCII); room is kept for temporary-file affixes
+MAX_NAME = 200
 
 
 class UnsafePathError(ValueError):

@@ -206,11 +206,10 @@ class _Fidelity(Metric):
         EXTRACTORS.get(dtype)  # an unknown dtype fails before any work
         ref = ctx.test_images()
         if len(ref) < 2:  # FID's covariance and KID's subsets need two images on each side
-            return not_available(self.keys, f"FID and KID need at least 2 held-out images; the test split has "
-                                            f"{len(ref)}")
+            return not_available(self.keys, f"FID and KID need at least 2 held-out images, got {len(ref)}")
         gen = to_uint8(self.images(ctx).clamp(0, 1))
         if len(gen) < 2:
-            return not_available(self.keys, f"FID and KID need at least 2 {self.side} images; eval gave {len(gen)}")
+            return not_available(self.keys, f"FID and KID need at least 2 {self.side} images, got {len(gen)}")
         weights = inception_weights()
         cache_name = (f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}-x{images_digest(ref)[:12]}"
                       f"-w{weights.sha256[:12]}")

@@ -31,7 +31,7 @@ class ReconstructionMSE(Metric):
         if n < 2:  # one image has no other to pair with: the baseline would be recon_mse itself
             return [MetricValue("recon_mse", float(mse.mean()), prov),
                     *not_available(["recon_mse_random_pair"], f"the random-pair baseline needs at least 2 held-out "
-                                                              f"images; the test split has {n}")]
+                                                              f"images, got {n}")]
         # a derangement: every image is paired with another image's reconstruction
         perm = torch.randperm(n, generator=ctx.generator())
         perm = torch.where(perm == torch.arange(n), (perm + 1) % n, perm)
