@@ -56,8 +56,9 @@ class StoreError(RuntimeError):
 class Store:
     """Thin access layer; every write is one transaction, so a killed process leaves no partial rows.
 
-    readonly: for commands that only read (report, history, compare, baseline save). The file must exist;
-    nothing is created or written, so a read-only store directory or file works."""
+    readonly: for commands that only read (report, history, compare, baseline save). The file must exist and is
+    never created or written, so a read-only store directory or file works (in a writable directory SQLite may
+    leave its -wal and -shm files, as any reader of a WAL database does)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
