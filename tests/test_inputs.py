@@ -147,12 +147,15 @@ def test_read_only_store_serves_report_history_compare_and_baseline(tmp_path):
 
 
 # --- row 8: damaged stores --------------------------------------------------------------------------------------
-def _truncated_store(path: Path) -> None:
+@pytest.fixture(scope="module")
+def truncated_store(tmp_path_factory) -> bytes:
+    """The first half of a real store's file, built once."""
+    path = tmp_path_factory.mktemp("truncated") / "results.db"
     store = Store(path)
     for seed in range(60):  # enough rows that half the file cuts through the tables
         add_run(store, f"v{seed}", seed, 0.01)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    return data[: len(data) // 2]
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty-dir-entry"])
@@ -163,7 +166,7 @@ def _truncated_store(path: Path) -> None:
     ["baseline", "save", "x", "--file", "{tmp}/x.json"],
     ["run", "--methods", "faae", "--protocol", "smoke", "--no-progress"],
 ])
-def test_damaged_store_gives_one_line_naming_the_file(tmp_path, capsys, damage, argv):
+def test_damaged_store_gives_one_line_naming_the_file(tmp_path, capsys, truncated_store, damage, argv):
     """Row 8: a garbage or truncated results.db gave a raw sqlite3.DatabaseError traceback."""
     out = tmp_path / "out"
     out.mkdir()
@@ -171,7 +174,7 @@ def test_damaged_store_gives_one_line_naming_the_file(tmp_path, capsys, damage, 
     if damage == "garbage":
         db.write_bytes(b"not a database, just some bytes\n" * 200)
     elif damage == "truncated":
-        _truncated_store(db)
+        db.write_bytes(truncated_store)
     else:  # an SQLite file without our tables
         import sqlite3
 
