@@ -16,6 +16,7 @@ from typing import Any
 
 from .cli import UsageError
 from .compare import RunRecord, Selector, Side, parse_selector, records_from_store
+from .paths import path_under
 
 FORMAT = "aegan-bench-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -27,7 +28,7 @@ def baseline_path(name: str, file: str | Path | None = None) -> Path:
         return Path(file)
     if not NAME_RE.match(name):
         raise UsageError(f"baseline name {name!r} may hold letters, digits and _ . + - only (or pass --file PATH)")
-    return DEFAULT_DIR / f"{name}.json"
+    return path_under(DEFAULT_DIR, f"{name}.json")
 
 
 def save_baseline(name: str, records: list[RunRecord], path: Path, selector: Selector, source: str) -> dict:
@@ -43,10 +44,13 @@ def save_baseline(name: str, records: list[RunRecord], path: Path, selector: Sel
         "source_store": source,
         "runs": [r.to_json() for r in done],
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        tmp.replace(path)
+    except OSError as e:
+        raise UsageError(f"cannot write the baseline {path} ({e.strerror}); pass --file PATH") from None
     return doc
 
 
@@ -82,8 +86,8 @@ def resolve_side(role: str, text: str, stores: list[Path]) -> Side:
             path = Path(text)
             doc, records = load_baseline(path)
             return Side(role, f"baseline file {path} ({doc['name']!r}, saved {doc['created']})", records)
-        if NAME_RE.match(text) and (DEFAULT_DIR / f"{text}.json").exists():
-            path = DEFAULT_DIR / f"{text}.json"
+        if NAME_RE.match(text) and baseline_path(text).exists():
+            path = baseline_path(text)
             doc, records = load_baseline(path)
             return Side(role, f"baseline {text!r} ({path}, saved {doc['created']})", records)
     selector = parse_selector(text)
@@ -92,7 +96,7 @@ def resolve_side(role: str, text: str, stores: list[Path]) -> Side:
     if not [r for r in records if r.status == "done"]:
         from .store import Store
 
-        variants = sorted({r["variant"] for p in stores for r in Store(p).runs()})
+        variants = sorted({r["variant"] for p in stores for r in Store(p, readonly=True).runs()})
         raise UsageError(f"the {role} selector {text!r} matches no finished run in {where}; variants there: "
                          f"{', '.join(variants) or '(none)'} (selector fields and grammar: "
                          f"`python -m bench compare --help`)")
@@ -111,7 +115,7 @@ def records_from_stores(stores: list[Path], selector: Selector, statuses: tuple[
     missing = [p for p in stores if not p.exists()]
     if missing:
         raise UsageError(f"no results store at {missing[0]} (for {role}); pass --store or --out, or a baseline file")
-    return [r for p in stores for r in records_from_store(Store(p), selector, statuses)]
+    return [r for p in stores for r in records_from_store(Store(p, readonly=True), selector, statuses)]
 
 
 def describe(doc: dict[str, Any], records: list[RunRecord]) -> str:

@@ -42,8 +42,11 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 def user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
     from .data import DatasetError
+    from .paths import UnsafePathError
+    from .store import StoreError
 
-    errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError]
+    errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError, StoreError,
+                                         UnsafePathError]
     try:
         from metrics.weights import WeightsError  # the metrics' weight acquisition, when present
 

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import strict_json
 from .cli import UsageError
 from .variants import split_top_level
 
@@ -580,7 +581,7 @@ def table_rows(c: Comparison) -> list[dict[str, str]]:
 def render(c: Comparison, fmt: str = "text") -> str:
     """fmt: "text" (aligned table), "markdown" (GitHub table, e.g. for a PR comment) or "json"."""
     if fmt == "json":
-        return json.dumps(to_json(c), indent=2, default=str)
+        return strict_json.dumps(to_json(c), indent=2)
     from tabulate import tabulate
 
     rows = table_rows(c)
@@ -610,14 +611,10 @@ def to_json(c: Comparison) -> dict[str, Any]:
         return {"source": s.source, "runs": [r.run_id for r in s.done()], "labels": s.labels(),
                 "code_versions": list(dict.fromkeys(r.code_version for r in s.done()))}
 
-    def finite(x: Any) -> Any:
-        # strict JSON has no Infinity: an infinite tolerance or relative change is written as a string
-        return x if not isinstance(x, float) or math.isfinite(x) else str(x)
-
     return {
         "baseline": side(c.baseline), "candidate": side(c.candidate), "alpha": c.alpha,
         "rows": [{"method": r.label, "dataset": r.dataset, "key": r.key,
-                  **{k: finite(v) for k, v in asdict(r.stats).items()}} for r in c.rows],
+                  **asdict(r.stats)} for r in c.rows],
         "counts": c.counts(), "warnings": c.warnings, "not_compared": c.not_compared, "diverged": c.diverged,
         "diagnostics": c.diagnostics,
         "regressed": c.regressed, "summary": c.summary_line(),

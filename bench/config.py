@@ -9,6 +9,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .paths import safe_name
+
 
 class ConfigError(ValueError):
     """A bad configuration value or key; the message names what is valid."""
@@ -189,7 +191,8 @@ class RunConfig:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     def run_id(self) -> str:
-        return f"{self.label}-{self.dataset}-{self.protocol}-s{self.seed}-{self.config_hash()}"
+        """Also the run directory's name: made safe, since a config may come from a stored config.json."""
+        return safe_name(f"{self.label}-{self.dataset}-{self.protocol}-s{self.seed}-{self.config_hash()}")
 
 
 def section_from_dict(cls: type, d: dict[str, Any], where: str) -> Any:

@@ -137,18 +137,65 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
 
 
+#: PIL modes of 16-bit (and 32-bit integer) grey images
+PIL_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+PIL_GREY_MODES = ("1", "L", "LA", "La", *PIL_WIDE_MODES)
+
+
+def image_to_uint8(img: torch.Tensor) -> torch.Tensor:
+    """8-bit pixels of an integer image: uint8 as it is; a wider type (16-bit PNG or TIFF) holds 16-bit values,
+    scaled by 255/65535 and rounded, so that 65535 -> 255 and 32768 -> 128 (a cast would wrap them)."""
+    if img.dtype == torch.uint8:
+        return img
+    if img.is_floating_point() or img.dtype == torch.bool:
+        raise ValueError(f"{img.dtype} pixels have no fixed range; convert the image to 8 or 16 bit")
+    wide = img.to(torch.int64)
+    if wide.min() < 0 or wide.max() > 65535:
+        raise ValueError(f"pixel values {int(wide.min())}..{int(wide.max())} are outside 16 bit")
+    return (wide * 255 + 32767).div(65535, rounding_mode="floor").to(torch.uint8)
+
+
+def pil_to_uint8(img, channels: int | None = None) -> torch.Tensor:
+    """uint8 C x H x W of a PIL image: 3 channels, 1, or (None) 1 for grey images and 3 for the rest. 8-bit modes
+    go through PIL's own conversion; 16-bit grey is scaled by image_to_uint8."""
+    import numpy as np
+    from torchvision.transforms.functional import pil_to_tensor
+
+    grey = img.mode in PIL_GREY_MODES
+    channels = channels or (1 if grey else 3)
+    if img.mode in PIL_WIDE_MODES:
+        x = image_to_uint8(torch.from_numpy(np.asarray(img).astype(np.int64)))[None]
+        return x.expand(channels, -1, -1).contiguous()
+    return pil_to_tensor(img.convert("L" if channels == 1 else "RGB"))
+
+
+def decode_image_file(path: Path, channels: int = 3) -> torch.Tensor:
+    """uint8 C x H x W of one image file: torchvision's decoders (JPEG, PNG, WebP, GIF; 16-bit PNG is scaled),
+    PIL for what they do not read (BMP, TIFF)."""
+    try:
+        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
+        return image_to_uint8(img)
+    except RuntimeError:
+        pass  # not a format torchvision decodes: PIL below, which also names a file that is no image at all
+    except ValueError as e:
+        raise DatasetError(f"cannot use image {path}: {e}") from None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return pil_to_uint8(img, channels)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
+        raise DatasetError(f"cannot decode image {path}: {e}") from None
+
+
 def decode_files(paths: list[Path], resolution: int, crop: int | None = None, channels: int = 3) -> torch.Tensor:
     """Decode, centre-crop (to `crop`, else to the shorter side) and resize to a uint8 N x C x R x R tensor."""
     from concurrent.futures import ThreadPoolExecutor
 
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
     out = torch.empty(len(paths), channels, resolution, resolution, dtype=torch.uint8)
 
     def one(i: int) -> None:
-        try:
-            img = decode_image(read_file(str(paths[i])), mode=mode)
-        except RuntimeError as e:
-            raise DatasetError(f"cannot decode image {paths[i]}: {e}") from None
+        img = decode_image_file(paths[i], channels)
         h, w = img.shape[-2:]
         side = min(crop or min(h, w), h, w)
         if (h, w) != (side, side):
@@ -357,7 +404,8 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
         raise ds.missing(root, "the path does not exist")
     resolution = cfg.resolution or ds.resolution
     source = ds.fingerprint(root)
-    key = hashlib.sha256(f"v3|{name}|{resolution}|{cfg.split}|{source}".encode()).hexdigest()[:16]
+    # v4: keyed by the source's content listing, with split digests (v3: 16-bit images scaled, not wrapped)
+    key = hashlib.sha256(f"v4|{name}|{resolution}|{cfg.split}|{source}".encode()).hexdigest()[:16]
     path = cache_dir() / "datasets" / f"{name}-{resolution}-{key}.pt"
     data = None
     if use_cache and path.exists():

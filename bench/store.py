@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -48,25 +49,78 @@ CREATE INDEX IF NOT EXISTS runs_by_dataset ON runs(dataset, method);
 STATUSES = ("running", "done", "diverged", "failed")
 
 
-class Store:
-    """Thin access layer; every write is one transaction, so a killed process leaves no partial rows."""
+class StoreError(RuntimeError):
+    """The results store cannot be opened or read (damaged, not a store, not writable); names the file."""
 
-    def __init__(self, path: str | Path):
+
+class Store:
+    """Thin access layer; every write is one transaction, so a killed process leaves no partial rows.
+
+    readonly: for commands that only read (report, history, compare, baseline save). The file must exist and is
+    never created or written, so a read-only store directory or file works (in a writable directory SQLite may
+    leave its -wal and -shm files, as any reader of a WAL database does)."""
+
+    def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
+        if readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no results store at {self.path}")
+            with self.connect() as con:  # fails now, naming the file, if it is not a store
+                con.execute("SELECT 1 FROM runs JOIN metrics LIMIT 1").fetchall()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.connect() as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "runs" not in tables:  # someone else's database: never add our tables to it
+                raise StoreError(f"{self.path} is an SQLite database but not an aegan-bench results store "
+                                 f"(tables: {', '.join(sorted(tables))}); pass another --out")
             con.executescript(SCHEMA)
+
+    def _open(self) -> sqlite3.Connection:
+        if not self.readonly:
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+        else:
+            # mode=ro never writes the database. A WAL reader also needs the -shm file; where the directory is
+            # read-only it cannot be made, and nobody can be writing, so the file is read as immutable.
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            if not os.access(self.path.parent, os.W_OK):
+                uri += "&immutable=1"
+            con = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+        con.execute("PRAGMA busy_timeout=60000")
+        return con
 
     @contextmanager
     def connect(self):
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            con = self._open()
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
         con.row_factory = sqlite3.Row
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=60000")
         try:
             yield con
+        except sqlite3.DatabaseError as e:
+            # the file or its access, not a mistake in our SQL (ProgrammingError, IntegrityError stay as they are)
+            if type(e) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+                raise
+            raise self._error(e) from None
         finally:
             con.close()
+
+    def _error(self, e: sqlite3.DatabaseError) -> StoreError:
+        """One line naming the file and what to do, instead of sqlite3's traceback."""
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return StoreError(f"the results store {self.path} stayed locked by another process ({text}); retry")
+        if "readonly" in text or "unable to open" in text:
+            action = "read" if self.readonly else "write"
+            hint = "" if self.readonly else "; pass an --out directory you can write to"
+            return StoreError(f"cannot {action} the results store {self.path} ({text}){hint}")
+        if "no such table" in text or "no such column" in text:
+            return StoreError(f"{self.path} is not an aegan-bench results store ({text})")
+        return StoreError(f"the results store {self.path} is damaged or not a SQLite database ({text}); "
+                          "move it away and rerun, or pass another --out / --store")
 
     @contextmanager
     def transaction(self):

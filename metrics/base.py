@@ -139,6 +139,11 @@ class Metric:
         return [MetricValue(k, None, {"reason": f"method lacks {', '.join(missing)}"}) for k in self.keys]
 
 
+def not_available(keys, reason: str) -> list[MetricValue]:
+    """n/a for a reason other than a missing capability (a dataset without labels, a split too small)."""
+    return [MetricValue(k, None, {"reason": reason}) for k in keys]
+
+
 METRICS: Registry[type[Metric]] = Registry("metric", Metric)
 
 

@@ -45,7 +45,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from bench.data import cache_dir
 from bench.registry import Registry
 
-from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, not_available
 from .lpips_metric import metric_options
 from .weights import Weights, inception_weights
 
@@ -258,9 +258,6 @@ def kid_subset_size(gen: torch.Tensor, ref: torch.Tensor) -> int:
     return min(KID_SUBSET_SIZE, len(gen), len(ref))
 
 
-def check_counts(n1: int, n2: int, need: int = 2, what: str = "FID and KID") -> None:
-    if min(n1, n2) < need:
-        raise ValueError(f"{what} need at least {need} images on each side, got {n1} and {n2}")
 
 
 def fid_kid(images1: torch.Tensor, images2: torch.Tensor, *, weights: Weights | None = None,
@@ -268,7 +265,8 @@ def fid_kid(images1: torch.Tensor, images2: torch.Tensor, *, weights: Weights | 
             kid: bool = True) -> dict[str, Any]:
     """FID and KID between two sets of uint8 N x C x H x W images, as torch_fidelity.calculate_metrics computes
     them with its defaults (fid/kid=False skips one: FID's 2048x2048 eigenvalue problem costs seconds)."""
-    check_counts(len(images1), len(images2))
+    if min(len(images1), len(images2)) < 2:
+        raise ValueError(f"FID and KID need at least 2 images on each side, got {len(images1)} and {len(images2)}")
     weights = weights or inception_weights()
     f1, f2 = (inception_features(x, mode=mode, weights=weights, device=device) for x in (images1, images2))
     out: dict[str, Any] = {"fid": None, "kid": None, "kid_std": None}
@@ -300,6 +298,9 @@ class _InceptionMetric(Metric):
 
     default = False  # needs pretrained weights (fetched on first use): see EvalConfig.pretrained
     side = ""
+    #: images needed on each side, and what needs them (fewer give n/a with the reason)
+    need = 2
+    needs_what = "FID and KID"
 
     def __init__(self, mode: str | None = None):
         self.mode = mode
@@ -315,6 +316,9 @@ class _InceptionMetric(Metric):
         FEATURES.get(mode)  # an unknown mode fails before any work
         weights = inception_weights()
         ref = ctx.test_images()
+        if len(ref) < self.need:
+            return not_available(self.keys, f"{self.needs_what} need at least {self.need} held-out images, "
+                                            f"got {len(ref)}")
         gen_key = f"inception:{mode}:{self.side}"
         if gen_key not in ctx._memo:
             gen = to_uint8(self.images(ctx).clamp(0, 1))
@@ -322,6 +326,9 @@ class _InceptionMetric(Metric):
             ctx._memo[gen_key] = (inception_features(gen, mode=mode, weights=weights, device=ctx.device),
                                   images_digest(gen))
         f_gen, gen_digest = ctx._memo[gen_key]
+        if len(f_gen) < self.need:
+            return not_available(self.keys, f"{self.needs_what} need at least {self.need} {self.side} images, "
+                                            f"got {len(f_gen)}")
         ref_key = f"inception:{mode}:reference"
         if ref_key not in ctx._memo:
             ctx._memo[ref_key] = cached_features(ref, f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}",
@@ -335,7 +342,6 @@ class _InceptionMetric(Metric):
 
 class _FidKid(_InceptionMetric):
     def values(self, gen, ref, prov):
-        check_counts(len(gen), len(ref))
         fid, kid = fid_value(gen, ref), kid_value(gen, ref)
         return [MetricValue(f"fid_{self.side}", fid["fid"], prov),
                 MetricValue(f"kid_{self.side}", kid["kid"], {**prov, **kid_provenance(gen, ref),
@@ -343,8 +349,10 @@ class _FidKid(_InceptionMetric):
 
 
 class _PRDC(_InceptionMetric):
+    need = PRDC_K + 1  # k nearest neighbours within each set
+    needs_what = "precision/recall and density/coverage"
+
     def values(self, gen, ref, prov):
-        check_counts(len(gen), len(ref), PRDC_K + 1, "precision/recall and density/coverage")
         pr, dc = prc_value(gen, ref), density_coverage(gen, ref)
         pr_prov = {**prov, "implementation": "torch_fidelity.metric_prc (Kynkaanniemi et al. 2019)", "k": PRC_K}
         dc_prov = {**prov, "implementation": f"prdc {metadata.version('prdc')} (Naeem et al. 2020)", "k": PRDC_K}

@@ -20,7 +20,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue
+from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue, not_available
 
 #: folds of the cross-validation; fewer when a class has fewer held-out images (at least 2)
 FOLDS = 5
@@ -54,11 +54,6 @@ def cross_validated_probe(x: np.ndarray, y: np.ndarray, folds: int = FOLDS, seed
         correct += acc * len(test)
         iters, converged = max(iters, fit["n_iter"]), converged and fit["converged"]
     return correct / len(y), {"n_iter": iters, "converged": converged}
-
-
-def not_available(keys, reason: str) -> list[MetricValue]:
-    """n/a for a reason other than a missing capability (e.g. a dataset without labels)."""
-    return [MetricValue(k, None, {"reason": reason}) for k in keys]
 
 
 @METRICS.register()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import LOWER, METRICS, EvalContext, Metric, MetricValue, not_available
 
 
 def per_image_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -26,11 +26,15 @@ class ReconstructionMSE(Metric):
         rec = ctx.reconstructions()
         real = x.float() / 255
         mse = per_image_mse(rec, real)
-        # a derangement: every image is paired with another image's reconstruction
         n = len(x)
+        prov = {**ctx.base_provenance(), "n_images": n, "pixel_range": "[0,1]", "reduction": "mean over pixels"}
+        if n < 2:  # one image has no other to pair with: the baseline would be recon_mse itself
+            return [MetricValue("recon_mse", float(mse.mean()), prov),
+                    *not_available(["recon_mse_random_pair"], f"the random-pair baseline needs at least 2 held-out "
+                                                              f"images, got {n}")]
+        # a derangement: every image is paired with another image's reconstruction
         perm = torch.randperm(n, generator=ctx.generator())
         perm = torch.where(perm == torch.arange(n), (perm + 1) % n, perm)
         baseline = per_image_mse(rec[perm], real)
-        prov = {**ctx.base_provenance(), "n_images": n, "pixel_range": "[0,1]", "reduction": "mean over pixels"}
         return [MetricValue("recon_mse", float(mse.mean()), prov),
                 MetricValue("recon_mse_random_pair", float(baseline.mean()), prov)]

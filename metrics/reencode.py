@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import LOWER, METRICS, EvalContext, Metric, MetricValue, not_available
 
 SPACE = "the prior's support: P(E(G(z))) with P the prior's projection (sphere: normalise, uniform: clamp)"
 
@@ -55,8 +55,7 @@ class Reencoding(Metric):
         m = ctx.method
         z, z_raw = ctx.prior_codes()
         if len(z) < 2:
-            reason = f"needs at least 2 prior draws (eval.n_samples = {len(z)})"
-            return [MetricValue(k, None, {"reason": reason}) for k in self.keys]
+            return not_available(self.keys, f"needs at least 2 prior draws (eval.n_samples = {len(z)})")
         v = reencoding(z, m.prior.project(z_raw))
         prov = {**ctx.base_provenance(), "split": "prior", "n_latents": len(z), "prior": m.spec.prior,
                 "latent_dim": m.spec.latent_dim, "space": SPACE,

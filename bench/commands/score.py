@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .. import strict_json
 from ..cli import UsageError, command
 from ..registry import Registry
 
@@ -107,15 +106,16 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def read_image(path: Path, rgb: bool) -> torch.Tensor:
-    """uint8 C x H x W as torch-fidelity reads it (PIL, RGB); grey images keep one channel unless rgb."""
+    """uint8 C x H x W as torch-fidelity reads it (PIL, RGB); grey images keep one channel unless rgb; 16-bit
+    images are scaled to 8 bit."""
     from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms.functional import pil_to_tensor
+
+    from ..data import pil_to_uint8
 
     try:
         with Image.open(path) as img:
-            grey = img.mode in ("1", "L", "I;16", "I")
-            return pil_to_tensor(img.convert("L" if grey and not rgb else "RGB"))
-    except (OSError, UnidentifiedImageError) as e:
+            return pil_to_uint8(img, 3 if rgb else None)
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise UsageError(f"cannot read image {path}: {e}") from None
 
 
@@ -212,6 +212,12 @@ def run(args: argparse.Namespace) -> int:
     FEATURES.get(args.dtype)  # unknown values: exit 2 with the valid ones
     if args.net not in LPIPS_NETS:
         raise UsageError(f"unknown --net {args.net!r}; valid: {', '.join(LPIPS_NETS)}")
+    from ..provenance import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     a, b = _existing(args.a), _existing(args.b)
     try:
         result = RUN_KIND[scorer.kind](scorer, a, b, args)
@@ -219,8 +225,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{scorer.name}: {e}") from None
     out = {"metric": scorer.name, "direction": scorer.direction, "a": str(a), "b": str(b), **result}
     if args.json:
-        json.dump(out, sys.stdout, indent=1, default=str)
-        print()
+        print(strict_json.dumps(out, indent=1))
         return 0
     n = out["n"] if scorer.kind == "pairwise" else " vs ".join(map(str, out["n"]))
     print(f"{scorer.name} = {out['value']:.6g}  ({scorer.direction} is better; n = {n})")
