@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -57,3 +60,48 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
     return f"cpu:{torch.get_num_threads()} threads"
+
+
+#: directions of a metric key: which way is better
+LOWER, HIGHER = "lower", "higher"
+
+
+# --- comparability: the one rule reports and compare apply ---------------------------------------------------
+#: provenance entries that say how a number was measured: two numbers that differ in one are not comparable.
+#: Metrics also record outcome diagnostics (solver iterations, timings, intermediate statistics), which may
+#: differ between any two runs; those are listed in a note, never refused.
+MEASUREMENT_KEYS = (
+    "metric", "implementation", "function", "version", "reduction", "unit", "reference", "statistic", "batch_size",
+    "dataset", "split", "*_split", "resolution", "resize*", "image_format", "pixel_range", "data_range", "input_range",
+    "n_images", "n_images_*", "n_samples", "n_latents", "n_real", "n_fake", "n_generated", "n_train", "n_test",
+    "n_pairs", "n_reference*", "n_classes", "kid_subset*", "kid_seed", "prior", "latent_dim", "feature_dim",
+    "feature_extractor", "feature_layer", "feature_mode", "net", "k", "space", "weights", "weights_sha256",
+    "*sha256*", "*hash*",
+)
+#: entries that may differ, with a warning: the same measurement on other hardware, arithmetic or package versions
+WARN_PROVENANCE = ("device", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips", "weights_source")
+#: entries that differ between comparable runs by design, not even worth a note
+IGNORED_PROVENANCE = ("seed", "eval_seconds", "run_dir", "metric", "reason")
+#: the digests of the images a value was computed on: different splits are refused unless asked for
+SPLIT_DIGESTS = ("*split_sha256",)
+
+
+def matches_any(key: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
+
+
+def is_setting(key: str) -> bool:
+    """Whether a provenance entry defines the measurement (values that differ in it are not comparable)."""
+    return matches_any(key, MEASUREMENT_KEYS) and not matches_any(key, WARN_PROVENANCE)
+
+
+def settings(prov: dict[str, Any], ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """The entries of a provenance that must agree for two values to be compared, as canonical JSON texts."""
+    return {k: json.dumps(v, sort_keys=True, default=str) for k, v in sorted(prov.items())
+            if is_setting(k) and not matches_any(k, ignore)}
+
+
+def describe_difference(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    sa, sb = settings(a, ignore), settings(b, ignore)
+    return "; ".join(f"{k}: {a.get(k, '(absent)')!r} vs {b.get(k, '(absent)')!r}"
+                     for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k))

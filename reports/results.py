@@ -13,17 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import settings
+
 #: provenance fields that are never shown as a table's setting: seeds are counted, the device is in the
 #: environment section, n/a reasons are footnotes of their own
 RUN_SPECIFIC = frozenset({"seed", "eval_seconds", "device", "reason", "metric"})
-#: provenance fields that decide whether two numbers may share a table column: image counts and what
-#: defines the evaluation (data, split, resolution, precision, the implementation, its version or weights).
-#: Other fields are measurements of the run (timed batches, solver iterations, statistics) and may differ.
+#: image counts, listed first in a table's notes
 COUNT_FIELDS = ("n_images", "n_samples", "n_latents", "n_real", "n_fake", "n_train", "n_test", "n_pairs")
-SETTING_FIELDS = frozenset({*COUNT_FIELDS, "dataset", "split", "resolution", "dtype", "prior", "latent_dim",
-                            "reference", "pixel_range", "reduction", "implementation", "function", "data_range",
-                            "batch_size", "statistic", "source", "feature_mode", "kid_seed", "k", "space"})
-SETTING_PATTERNS = ("version", "weights", "sha", "hash", "extractor")
 #: run statuses whose metric values go into tables
 DONE = "done"
 
@@ -131,16 +127,13 @@ def load_results(store_path: str | Path, datasets: list[str] | None = None,
     return Results(Path(store_path), runs, values)
 
 
-def is_setting(field_name: str) -> bool:
-    return field_name in SETTING_FIELDS or any(p in field_name for p in SETTING_PATTERNS)
-
-
-def comparable_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
-    """The provenance fields that must agree for two numbers to share a table column."""
-    return {k: v for k, v in sorted(provenance.items()) if is_setting(k)}
+def comparable_provenance(provenance: dict[str, Any]) -> dict[str, str]:
+    """The provenance fields that must agree for two numbers to share a table column: the one rule compare
+    applies too (bench.provenance.settings)."""
+    return settings(provenance)
 
 
 def run_signature(values: dict[str, Value]) -> dict[str, str]:
     """key -> canonical provenance text, for the keys with a value (n/a cells carry no evaluation setting)."""
-    return {k: json.dumps(comparable_provenance(v.provenance), sort_keys=True, default=str)
+    return {k: json.dumps(comparable_provenance(v.provenance), sort_keys=True)
             for k, v in values.items() if v.value is not None}
