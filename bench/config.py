@@ -150,6 +150,13 @@ SECTIONS: dict[str, type] = {
 UNHASHED_SECTIONS = ("eval",)
 
 
+def config_hash(config: dict[str, Any], without: tuple[str, ...] = UNHASHED_SECTIONS) -> str:
+    """12 hex digits of sha256 over a resolved config (as to_dict gives it) less the `without` entries: with the
+    default, the identity of a run's training (the evaluation settings are compared through provenance)."""
+    d = {k: v for k, v in config.items() if k not in without}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class RunConfig:
     method: str
@@ -185,10 +192,7 @@ class RunConfig:
         return cls(**d)
 
     def config_hash(self) -> str:
-        d = self.to_dict()
-        for s in UNHASHED_SECTIONS:
-            d.pop(s)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+        return config_hash(self.to_dict())
 
     def run_id(self) -> str:
         """Also the run directory's name: made safe, since a config may come from a stored config.json."""

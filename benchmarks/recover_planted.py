@@ -9,8 +9,8 @@ are sqrt(E||z - z'||^2) apart (the script prints it). Lipton & Tripathi report 1
 recovered with stochastic clipping for a DCGAN with a uniform prior; the benchmark's default prior is the
 sphere, where the search also projects onto the sphere after every step (rule "none" does neither).
 
-    python -m bench run --methods gan --dataset cifar10 --protocol quick --out OUT   # or any finished run
-    python benchmarks/recover_planted.py OUT/runs/gan-cifar10-quick-s0-<hash> --data-root DATA --n 200
+    python -m bench run --methods latent-recovery --dataset cifar10 --protocol quick --out OUT   # or any finished run
+    python benchmarks/recover_planted.py OUT/runs/latent-recovery-cifar10-quick-s0-<hash> --data-root DATA --n 200
 
 Settings default to the run's own search settings (its protocol's), each overridable.
 """

@@ -2,7 +2,7 @@
 
 Not collected by default (testpaths is tests/); run with
     python -m pytest benchmarks/test_encoding_speed.py --benchmark-enable
-The cost of "gan" and "+sc" is in encoding: each image costs `steps` x `restarts` forward and backward
+The cost of "latent-recovery" and "+sc" is in encoding: each image costs `steps` x `restarts` forward and backward
 passes of G, against one encoder pass for the other methods (measured alongside for scale). Weights are
 random: throughput does not depend on them. The model is the quick protocol's (CIFAR-sized 32x32x3,
 width 64, 256-dim sphere), one evaluation batch (eval.batch_size, 250), bf16 autocast and channels_last as
@@ -27,7 +27,7 @@ def quick_method(name: str):
     return m, cfg
 
 
-@pytest.mark.parametrize("name", ["faae", "gan", "faae+sc"])
+@pytest.mark.parametrize("name", ["faae", "latent-recovery", "faae+sc"])
 def test_encode_images_per_second(benchmark, name):
     m, cfg = quick_method(name)
     batch = cfg.eval.batch_size

@@ -22,20 +22,20 @@ class AAE(Method):
         self.G, self.E = Generator(spec), Encoder(spec, out_scale=self.prior.coord_std(spec.latent_dim))
         self.D = LatentDiscriminator(spec.latent_dim)
 
-    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
-        if phase == "recon":
-            err = mse(self.G(self.E(x)), x)
-            return {"loss": ctx.rec_weight * err, "recon_mse": err}
-        if phase == "disc":
-            z = self.sample_prior(x.shape[0], ctx.generator)
-            with torch.no_grad():
-                z_hat = self.E(x)
-            real_l, fake_l = bce_real(self.D(z)), bce_fake(self.D(z_hat))
-            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
-        if phase == "gen":
-            g = bce_real(self.D(self.E(x)))
-            return {"loss": ctx.adv_weight * g, "e_adv": g}
-        raise KeyError(phase)
+    def recon_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        err = mse(self.G(self.E(x)), x)
+        return {"loss": ctx.rec_weight * err, "recon_mse": err}
+
+    def disc_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        with torch.no_grad():
+            z_hat = self.E(x)
+        real_l, fake_l = bce_real(self.D(z)), bce_fake(self.D(z_hat))
+        return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+
+    def gen_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        g = bce_real(self.D(self.E(x)))
+        return {"loss": ctx.adv_weight * g, "e_adv": g}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.E(x)

@@ -56,7 +56,8 @@ class NoParams:
 
 
 class Method(nn.Module):
-    """Base class of all methods. Subclasses set the class attributes and implement `phase_loss`."""
+    """Base class of all methods. Subclasses set the class attributes and, for each declared phase P, a method
+    `P_loss(x, ctx)` returning that phase's losses."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -79,9 +80,16 @@ class Method(nn.Module):
     def phase_parameters(self, phase: Phase) -> list[nn.Parameter]:
         return [p for m in phase.modules for p in getattr(self, m).parameters()]
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [f"{p.name}_loss" for p in cls.phases if not callable(getattr(cls, f"{p.name}_loss", None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} declares phases without their loss methods: {', '.join(missing)}")
+
     def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
-        """Losses of one phase on a real batch x in [0, 1]; must contain "loss", the one to minimise."""
-        raise NotImplementedError
+        """Losses of one phase on a real batch x in [0, 1], from the method's `<phase>_loss(x, ctx)`; they must
+        contain "loss", the one to minimise."""
+        return getattr(self, f"{phase}_loss")(x, ctx)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         dev = next(self.parameters()).device
@@ -130,16 +138,18 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(a.float(), b.float())
 
 
-def image_gan_losses(phase: str, G: nn.Module, D: nn.Module, x: torch.Tensor, z: torch.Tensor,
-                     adv_weight: float) -> dict[str, torch.Tensor]:
-    """The data-space GAN game that F-AAE and the plain GAN share: "disc" trains D on real x against
-    G(z); "gen" trains G to fool it (non-saturating, -log D(G(z)))."""
-    if phase == "disc":
+class ImageGANPhases:
+    """The data-space GAN game that F-AAE and the plain GAN share (a mixin for a Method with G and D): "disc"
+    trains D on real x against G(z); "gen" trains G to fool it (non-saturating, -log D(G(z)))."""
+
+    def disc_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
         with torch.no_grad():
-            fake = G(z)
-        real_l, fake_l = bce_real(D(x)), bce_fake(D(fake))
-        return {"loss": adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
-    if phase == "gen":
-        g = bce_real(D(G(z)))
-        return {"loss": adv_weight * g, "g_adv": g}
-    raise KeyError(phase)
+            fake = self.G(z)
+        real_l, fake_l = bce_real(self.D(x)), bce_fake(self.D(fake))
+        return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+
+    def gen_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        g = bce_real(self.D(self.G(z)))
+        return {"loss": ctx.adv_weight * g, "g_adv": g}

@@ -51,19 +51,19 @@ class BiGAN(Method):
         return self.E(x)
 
     # --- training -------------------------------------------------------------------------------------
-    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+    def disc_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         z = self.sample_prior(x.shape[0], ctx.generator)
-        if phase == "disc":
-            with torch.no_grad():
-                z_real = self.prior.project(self.posterior_sample(x, ctx.generator))
-                x_fake = self.G(z)
-            real_l, fake_l = bce_real(self.D(x, z_real)), bce_fake(self.D(x_fake, z))
-            return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
-        if phase == "gen":
+        with torch.no_grad():
             z_real = self.prior.project(self.posterior_sample(x, ctx.generator))
-            e_l, g_l = bce_fake(self.D(x, z_real)), bce_real(self.D(self.G(z), z))
-            return {"loss": ctx.adv_weight * (e_l + g_l), "e_adv": e_l, "g_adv": g_l}
-        raise KeyError(phase)
+            x_fake = self.G(z)
+        real_l, fake_l = bce_real(self.D(x, z_real)), bce_fake(self.D(x_fake, z))
+        return {"loss": ctx.adv_weight * (real_l + fake_l), "d_real": real_l, "d_fake": fake_l}
+
+    def gen_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+        z = self.sample_prior(x.shape[0], ctx.generator)
+        z_real = self.prior.project(self.posterior_sample(x, ctx.generator))
+        e_l, g_l = bce_fake(self.D(x, z_real)), bce_real(self.D(self.G(z), z))
+        return {"loss": ctx.adv_weight * (e_l + g_l), "e_adv": e_l, "g_adv": g_l}
 
     # --- what metrics use -----------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

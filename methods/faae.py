@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from .backbones import Discriminator, Encoder, Generator
-from .base import METHODS, Method, ModelSpec, Phase, StepContext, image_gan_losses, mse
+from .base import METHODS, ImageGANPhases, Method, ModelSpec, Phase, StepContext, mse
 
 
 @METHODS.register()
-class FAAE(Method):
+class FAAE(ImageGANPhases, Method):
     """min_{G,E} max_D E_x log D(x) + E_z log(1 - D(G(z))) + alpha E_z ||z - E(G(z))||^2.
 
     Each step: (1) "reencode" updates G and E on alpha * ||z - E(G(z))||^2; (2) "disc" updates D on
@@ -25,12 +25,10 @@ class FAAE(Method):
         self.G, self.D = Generator(spec), Discriminator(spec)
         self.E = Encoder(spec, out_scale=self.prior.coord_std(spec.latent_dim))
 
-    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+    def reencode_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         z = self.sample_prior(x.shape[0], ctx.generator)
-        if phase == "reencode":
-            err = mse(self.E(self.G(z)), z)
-            return {"loss": ctx.rec_weight * err, "reencode_mse": err}
-        return image_gan_losses(phase, self.G, self.D, x, z, ctx.adv_weight)
+        err = mse(self.E(self.G(z)), z)
+        return {"loss": ctx.rec_weight * err, "reencode_mse": err}
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         # un-normalised encoder output: morphing combines these before normalising (paper section 4.4)

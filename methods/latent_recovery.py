@@ -16,7 +16,7 @@ without clipping, at about n forward passes of G per step. With the sphere prior
 CIFAR-10, 300 Adam steps) projection lowers the latent error against plain descent (mean
 ||z - z*||^2 1.04 vs 1.57) but neither search comes within 0.1 of z*: that G's Hessian has condition
 number ~1e5, distant codes give near-identical images.
-`--methods 'gan[method.clip=hard]'` (or none) runs the ablations.
+`--methods 'latent-recovery[method.clip=hard]'` (or none) runs the ablations.
 
 The cost of these methods is in encoding, not training: every encode is `steps` forward and backward
 passes of G per image and restart, which the evaluation's timings (eval_seconds) record.
@@ -38,7 +38,7 @@ from bench.config import ConfigError
 # the refined bases must be registered before this module builds their "+sc" classes
 from . import aae, ali, bigan, faae  # noqa: F401
 from .backbones import Discriminator, Generator
-from .base import METHODS, Method, ModelSpec, Phase, StepContext, image_gan_losses
+from .base import METHODS, ImageGANPhases, Method, ModelSpec, Phase
 from .priors import Prior
 
 ClipRule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
@@ -301,12 +301,12 @@ class _Search:
 
 
 @METHODS.register()
-class LatentRecoveryGAN(_Search, Method):
+class LatentRecoveryGAN(ImageGANPhases, _Search, Method):
     """A plain GAN: "disc" updates D on real x vs G(z), "gen" updates G to fool it (non-saturating), both
     weighted by loss.adv_weight like the other methods' adversarial terms (loss.rec_weight is unused).
     `encode(x)` is the stochastic-clipping search from prior samples (see `recover_latents`)."""
 
-    name = "gan"
+    name = "latent-recovery"
     description = "plain GAN; encode by latent recovery: gradient descent on z with stochastic clipping"
     phases = (Phase("disc", ("D",), "d"), Phase("gen", ("G",), "g"))
     Params = RecoveryParams
@@ -315,10 +315,6 @@ class LatentRecoveryGAN(_Search, Method):
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
         self.G, self.D = Generator(spec), Discriminator(spec)
-
-    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
-        z = self.sample_prior(x.shape[0], ctx.generator)
-        return image_gan_losses(phase, self.G, self.D, x, z, ctx.adv_weight)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.search(self.G, x)

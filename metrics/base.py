@@ -139,6 +139,17 @@ class Metric:
         return [MetricValue(k, None, {"reason": f"method lacks {', '.join(missing)}"}) for k in self.keys]
 
 
+def lacking(ctx: EvalContext, needs: set[str]) -> str | None:
+    """The reason a key is n/a when this method lacks some of `needs`, else None."""
+    missing = sorted(needs - set(type(ctx.method).provides))
+    return f"method lacks {', '.join(missing)}" if missing else None
+
+
+def metric_options(ctx: EvalContext, name: str) -> dict[str, Any]:
+    """Options of one metric: ctx.extras["metric_options"][name] (e.g. {"lpips": {"net": "vgg"}})."""
+    return dict((ctx.extras.get("metric_options") or {}).get(name) or {})
+
+
 def not_available(keys, reason: str) -> list[MetricValue]:
     """n/a for a reason other than a missing capability (a dataset without labels, a split too small)."""
     return [MetricValue(k, None, {"reason": reason}) for k in keys]

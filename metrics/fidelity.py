@@ -45,8 +45,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 from bench.data import cache_dir
 from bench.registry import Registry
 
-from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, not_available
-from .lpips_metric import metric_options
+from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options, not_available
 from .weights import Weights, inception_weights
 
 #: torch-fidelity's defaults, so that KID is comparable with `fidelity --kid` (subset size capped at the image count)

@@ -13,11 +13,10 @@ import functools
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from .base import LOWER, METRICS, EvalContext, Metric, MetricValue
+from .base import LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options
 from .weights import Weights, lpips_weights
 
 LPIPS_NETS = ("alex", "vgg")
@@ -93,11 +92,6 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = DEFAULT_NET, bat
         y = to_lpips_range(b[i : i + batch_size]).to(device)
         out.append(model(x, y).flatten().float().cpu())
     return torch.cat(out) if out else torch.empty(0)
-
-
-def metric_options(ctx: EvalContext, name: str) -> dict[str, Any]:
-    """Options of one metric: ctx.extras["metric_options"][name] (e.g. {"lpips": {"net": "vgg"}})."""
-    return dict((ctx.extras.get("metric_options") or {}).get(name) or {})
 
 
 @METRICS.register()

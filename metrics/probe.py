@@ -4,7 +4,7 @@ A multinomial logistic regression (scikit-learn, L-BFGS) on standardised E(x) of
 scored by stratified k-fold cross-validation over those same encodings (each image is scored by a
 probe that never saw it). It reuses the evaluation's one encoding of the held-out images: a probe fitted
 on training images would encode thousands more, which costs minutes per thousand images for encoders
-that are searches (`gan`, `+sc`). Only datasets with labels have it; others get n/a with the reason.
+that are searches (`latent-recovery`, `+sc`). Only datasets with labels have it; others get n/a with the reason.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue
+from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue, lacking
 
 LAPLACE_3X3 = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 #: ITU-R BT.709 luma weights, as skimage.color.rgb2gray
@@ -44,12 +44,6 @@ def laplacian_variance(x: torch.Tensor) -> torch.Tensor:
 def sharpness(x: torch.Tensor) -> float:
     """Mean per-image Laplacian variance of a set of images."""
     return float(laplacian_variance(x).mean())
-
-
-def lacking(ctx: EvalContext, needs: set[str]) -> str | None:
-    """The reason a key is n/a when this method lacks some of `needs`, else None."""
-    missing = sorted(needs - set(type(ctx.method).provides))
-    return f"method lacks {', '.join(missing)}" if missing else None
 
 
 @METRICS.register()

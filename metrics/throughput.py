@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 import torch
 
-from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue
-from .sharpness import lacking
+from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue, lacking
 
 MIN_BATCHES = 3
 MAX_BATCHES = 50

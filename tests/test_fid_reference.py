@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.commands.score import list_images, read_image
+from bench.commands.score import read_image
+from bench.data import list_images
 from metrics import weights as W
 from metrics.fidelity import UInt8Images, fid_kid
 

@@ -67,3 +67,10 @@ def test_priors(prior):
     scale = m.prior.expected_pair_sq_dist(16)
     measured = (z[:1000] - z[1000:]).pow(2).sum(1).mean().item()
     assert measured == pytest.approx(scale, rel=0.1)
+
+
+def test_a_phase_without_its_loss_method_is_refused_at_class_definition():
+    from methods.base import Method, Phase
+
+    with pytest.raises(TypeError, match="recon_loss"):
+        type("NoLoss", (Method,), {"phases": (Phase("recon", ("E", "G")),)})

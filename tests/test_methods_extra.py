@@ -128,8 +128,8 @@ def test_ali_training_step_repeats_with_a_seed_and_has_dropout():
 
 # --- latent recovery ------------------------------------------------------------------------------------
 def test_gan_encode_by_search_under_no_grad():
-    P = METHODS.get("gan").Params
-    m = tiny("gan", params=P(steps=60, restarts=2, lr=0.3)).eval()
+    P = METHODS.get("latent-recovery").Params
+    m = tiny("latent-recovery", params=P(steps=60, restarts=2, lr=0.3)).eval()
     z_star = m.sample_prior(4, torch.Generator().manual_seed(1))
     with torch.no_grad():
         x = m.decode(z_star)
@@ -144,18 +144,18 @@ def test_gan_encode_by_search_under_no_grad():
 
 
 def test_protocol_sizes_and_overrides():
-    steps = {p: resolve_config("gan", "cifar10", p).params["steps"] for p in ("smoke", "quick", "paper")}
+    steps = {p: resolve_config("latent-recovery", "cifar10", p).params["steps"] for p in ("smoke", "quick", "paper")}
     assert steps["smoke"] <= 10 and steps["smoke"] < steps["quick"] < steps["paper"] and steps["paper"] >= 1000
     cfg = resolve_config("faae+sc", "cifar10", "quick", overrides={"method": {"steps": "7", "clip": "hard"}})
     assert cfg.params["steps"] == 7 and cfg.params["clip"] == "hard" and cfg.params["restarts"] == 1
     with pytest.raises(ConfigError, match="clip"):
-        resolve_config("gan", "cifar10", "smoke", overrides={"method": {"clip": "sometimes"}})
+        resolve_config("latent-recovery", "cifar10", "smoke", overrides={"method": {"clip": "sometimes"}})
 
 
 # --- the "+sc" refinements -----------------------------------------------------------------------------
 def test_refinements_registered_after_the_methods():
     names = list(METHODS)
-    assert names[:6] == ["faae", "aae", "bigan", "ali", "gan", "faae+sc"]
+    assert names[:6] == ["faae", "aae", "bigan", "ali", "latent-recovery", "faae+sc"]
     for base in REFINABLE:
         cls = METHODS.get(f"{base}+sc")
         assert cls.base_method == base and cls.phases == ()

@@ -28,7 +28,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 @dataclass
-class Found:
+class FoundRun:
     run_id: str
     run_dir: Path
     cfg: object  # bench.config.RunConfig
@@ -39,7 +39,7 @@ def _matches(value: str, patterns: list[str]) -> bool:
 
 
 def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
-              datasets: list[str] | None = None) -> list[Found]:
+              datasets: list[str] | None = None) -> list[FoundRun]:
     """Run directories under out/runs with a saved config that match the filters, in run-id order."""
     from ..config import RunConfig
 
@@ -57,11 +57,11 @@ def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
             continue
         if not _matches(cfg.dataset, datasets or []):
             continue
-        found.append(Found(run_dir.name, run_dir, cfg))
+        found.append(FoundRun(run_dir.name, run_dir, cfg))
     return found
 
 
-def checkpoint_of(found: Found, out: Path) -> Path:
+def checkpoint_of(found: FoundRun, out: Path) -> Path:
     """The checkpoint a run's weights come from: its own, or its base method's for a refinement."""
     from methods import METHODS
 

@@ -19,9 +19,8 @@ import torch
 
 from .. import strict_json
 from ..cli import UsageError, command
+from ..data import IMAGE_EXTS, list_images, pil_to_uint8
 from ..registry import Registry
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -101,16 +100,10 @@ SCORERS.add("ssim", Scorer("ssim", "pairwise", "higher", "SSIM, Wang et al. sett
 
 
 # --- reading images ---------------------------------------------------------------------------------------
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
 def read_image(path: Path, rgb: bool) -> torch.Tensor:
     """uint8 C x H x W as torch-fidelity reads it (PIL, RGB); grey images keep one channel unless rgb; 16-bit
     images are scaled to 8 bit."""
     from PIL import Image, UnidentifiedImageError
-
-    from ..data import pil_to_uint8
 
     try:
         with Image.open(path) as img:

@@ -42,7 +42,7 @@ class PlainAE(Method):
         super().__init__(spec, params)
         self.G, self.E = Generator(spec), Encoder(spec)
 
-    def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
+    def recon_loss(self, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         noisy = x + self.params.noise * torch.randn_like(x) if self.params.noise else x
         err = mse(self.reconstruct(noisy), x)
         return {"loss": ctx.rec_weight * err, "recon_mse": err}
