@@ -6,7 +6,7 @@ by gradient descent on z to minimise ||G(z) - x||^2, with stochastic clipping af
 method's finished checkpoint (loaded by the runner, never retrained).
 
 Whether clipping helps depends on the optimiser (benchmarks/recover_planted.py measures it on a trained
-run; README's table has the numbers). On a quick CelebA GAN with Lipton & Tripathi's prior (uniform,
+run; docs/latent-recovery.md has the numbers). On a quick CelebA GAN with Lipton & Tripathi's prior (uniform,
 n=100), plain gradient descent, their optimiser, at a step below its stability limit (8,000 steps)
 recovered 92.5% of 40 planted codes to 1e-3 per coordinate with stochastic or hard clipping, against
 87.5% with none. Adam (every coordinate moves by about lr per step) and momentum carry coordinates of z*

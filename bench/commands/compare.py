@@ -53,7 +53,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="", help="comma-separated metric keys or metric names (globs allowed); "
                                                   "default: every key both sides measured")
     p.add_argument("--tolerance", action="append", default=[], metavar="KEY=REL",
-                   help="relative tolerance of a key or key glob (default 5%%, 25%% for timings), e.g. "
+                   help="relative tolerance of a key or key glob (default 5%%; timings are not gated unless given one), e.g. "
                         "--tolerance recon_mse=0.02 (repeatable)")
     p.add_argument("--other-splits", action="store_true",
                    help="compare values computed on different train/test splits (refused by default: their split "
