@@ -16,6 +16,7 @@ from typing import Any
 
 from .cli import UsageError
 from .compare import RunRecord, Selector, Side, parse_selector, records_from_store
+from .tempfiles import replace_text
 
 FORMAT = "aegan-bench-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -44,9 +45,7 @@ def save_baseline(name: str, records: list[RunRecord], path: Path, selector: Sel
         "runs": [r.to_json() for r in done],
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    replace_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return doc
 
 

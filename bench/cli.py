@@ -40,10 +40,11 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DatasetError
 
-    errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError]
+    errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError, CheckpointError]
     try:
         from metrics.weights import WeightsError  # the metrics' weight acquisition, when present
 
