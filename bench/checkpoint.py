@@ -157,7 +157,7 @@ def _plain_pickle_globals(path: Path) -> list[str]:
 def _refused(e: BaseException) -> str:
     # torch's message suggests loading with weights_only=False: never pass that advice on
     detail = next((ln.strip() for ln in str(e).splitlines() if "nsupported" in ln), "")
-    return "is not a checkpoint of ours: the weights-only unpickler refused it" + (f" ({detail})" if detail else "")
+    return "is damaged or not a checkpoint (the weights-only unpickler refused it" + (f": {detail})" if detail else ")")
 
 
 def _first_line(e: BaseException) -> str:

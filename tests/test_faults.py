@@ -515,6 +515,7 @@ def check_after_soak(soak: Soak, ref_out: Path) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.slow  # so that -m "not slow", which replaces the default -m "not soak", leaves it out too
 def test_soak_kills_and_races(tmp_path, shared_cache):
     """Five runs over one store, killed and raced until done, reports included. $AEGAN_BENCH_SOAK_SEED picks
     the kill points, $AEGAN_BENCH_SOAK_ROUNDS caps the rounds with kills."""
