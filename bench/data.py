@@ -15,7 +15,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from .checkpoint import load_tensors
 from .config import DataConfig
 from .registry import Registry
-from .tempfiles import temp_path
+from .tempfiles import remove_orphans, temp_path
 
 # torchvision.io's decoders are deprecated in favour of torchcodec, but are still the fastest JPEG/PNG
 # path here (3x PIL) and part of torchvision 0.29; keep the warning out of every run's output
@@ -339,6 +339,7 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
             data.test_labels = data.test_labels[order]
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_orphans(path.parent)  # decodes of killed processes
             tmp = temp_path(path)
             try:
                 torch.save(vars(data), tmp)
