@@ -17,6 +17,7 @@ from typing import Any
 from .cli import UsageError
 from .compare import RunRecord, Selector, Side, parse_selector, records_from_store
 from .paths import path_under
+from .tempfiles import replace_text
 
 FORMAT = "aegan-bench-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -44,11 +45,9 @@ def save_baseline(name: str, records: list[RunRecord], path: Path, selector: Sel
         "source_store": source,
         "runs": [r.to_json() for r in done],
     }
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        tmp.replace(path)
+        replace_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     except OSError as e:
         raise UsageError(f"cannot write the baseline {path} ({e.strerror}); pass --file PATH") from None
     return doc

@@ -40,13 +40,14 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
+    from .checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DatasetError
     from .paths import UnsafePathError
     from .store import StoreError
 
     errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError, StoreError,
-                                         UnsafePathError]
+                                         UnsafePathError, CheckpointError]
     try:
         from metrics.weights import WeightsError  # the metrics' weight acquisition, when present
 

@@ -14,8 +14,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.io import ImageReadMode, decode_image, read_file
 
+from .checkpoint import load_tensors
 from .config import DataConfig
 from .registry import Registry
+from .tempfiles import remove_orphans, temp_path
 
 # torchvision.io's decoders are deprecated in favour of torchcodec, but are still the fastest JPEG/PNG
 # path here (3x PIL) and part of torchvision 0.29; keep the warning out of every run's output
@@ -410,7 +412,7 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
     data = None
     if use_cache and path.exists():
         try:
-            data = ImageData(**torch.load(path, weights_only=True))
+            data = ImageData(**load_tensors(path))
         except Exception:  # a corrupt cache file is rebuilt, never trusted
             data = None
     if data is None:
@@ -425,9 +427,13 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
                                                                    tensor_digest(data.test), source)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(vars(data), tmp)
-            os.replace(tmp, path)
+            remove_orphans(path.parent)  # decodes of killed processes
+            tmp = temp_path(path)
+            try:
+                torch.save(vars(data), tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
     if cfg.max_train and len(data.train) > cfg.max_train:
         keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.max_train]
         keep = keep.sort().values

@@ -14,7 +14,10 @@ import json
 import math
 import os
 import random
+import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,14 +29,19 @@ from tqdm import tqdm
 
 from methods import METHODS, Method, ModelSpec, Phase, StepContext
 
+from .checkpoint import CheckpointError, as_no_space, load_checkpoint, save_checkpoint
 from .cli import UsageError
 from .config import ConfigError, RunConfig, apply_overrides
 from .data import ImageData, check_run_data, load_dataset
+from .lease import Held, Lease, LeaseLost, acquire
 from .protocols import PROTOCOLS
 from .provenance import code_version, device_name, package_versions
 from .store import Store
+from .tempfiles import remove_orphans, replace_text
 
 CHECKPOINT = "last.pt"
+#: the claim of the process that trains and evaluates a run (bench.lease)
+LEASE = "lease.json"
 
 
 class DivergedError(RuntimeError):
@@ -110,8 +118,7 @@ class TrainState:
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
             "latent_gen": self.latent_gen.get_state(),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "rng": rng_state(),
             "step": self.step, "epoch": self.epoch, "pos": self.pos, "finished": self.finished,
             "train_seconds": self.train_seconds, "images_seen": self.images_seen,
         }
@@ -123,24 +130,32 @@ class TrainState:
         for k, s in self.schedulers.items():
             s.load_state_dict(ckpt["schedulers"][k])
         self.latent_gen.set_state(ckpt["latent_gen"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
-        random.setstate(ckpt["rng"]["python"])
-        if ckpt["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        set_rng_state(ckpt["rng"])
         for k in ("step", "epoch", "pos", "finished", "train_seconds", "images_seen"):
             setattr(self, k, ckpt[k])
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def rng_state() -> dict[str, Any]:
+    """Every global RNG's state as tensors and plain numbers, which the weights-only unpickler reads."""
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    # our own files; numpy RNG state and python tuples need the full unpickler
-    return torch.load(path, map_location="cpu", weights_only=False)
+def set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    p = rng["python"]
+    random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def optimizer_keys(cfg: RunConfig, phase: Phase) -> tuple[str, ...]:
@@ -240,13 +255,45 @@ class RunResult:
 
 def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: torch.device,
             metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True) -> RunResult:
-    """Train (or resume) one run, then evaluate what is not yet stored. Never loses stored results."""
-    from metrics import evaluate
+    """Train (or resume) one run, then evaluate what is not yet stored. Never loses stored results.
 
+    The run is first claimed (bench.lease): a run that another live process holds is skipped. A damaged
+    checkpoint or a full disk fails this run only, with a message saying what to do, and the store says so."""
     run_id = cfg.run_id()
     run_dir = out / "runs" / run_id
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    claim = acquire(run_dir / LEASE)
+    if isinstance(claim, Held):
+        return RunResult(run_id, run_dir, "skipped", f"another process holds it: {claim.describe()}")
+    with claim as lease:
+        if lease.took_over:
+            print(f"{run_id}: taking over an abandoned run ({lease.took_over})", file=sys.stderr)
+        # temporaries of earlier holders (killed, or out of disk space); ours have not begun
+        remove_orphans(run_dir, run_dir / "samples")
+        try:
+            return _run_claimed(cfg, run_dir, store, data, device, lease, metrics, overwrite, progress)
+        except LeaseLost as e:  # another process has the run now: leave it the store and the files
+            return RunResult(run_id, run_dir, "skipped", str(e))
+        except (CheckpointError, OSError) as e:
+            err = e if isinstance(e, CheckpointError) else as_no_space(e, run_dir)
+            if err is None:
+                raise
+            with contextlib.suppress(sqlite3.Error):  # the store may sit on the same full disk
+                if store.get_run(run_id) is not None:
+                    store.set_status(run_id, "failed", str(err))
+            return RunResult(run_id, run_dir, "failed", str(err))
+
+
+def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, device: torch.device, lease: Lease,
+                 metrics: list[str] | None, overwrite: bool, progress: bool) -> RunResult:
+    from metrics import evaluate
+
+    run_id = cfg.run_id()
+    out = run_dir.parent.parent
+    config_text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+    config_path = run_dir / "config.json"
+    if not config_path.exists() or config_path.read_text() != config_text:
+        replace_text(config_path, config_text)
     check_run_data(run_dir, data)  # a resumed or re-evaluated run sees exactly the images it started with
     row = store.get_run(run_id)
     identity = dict(method=cfg.method, variant=cfg.label, dataset=cfg.dataset, protocol=cfg.protocol, seed=cfg.seed,
@@ -274,8 +321,9 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
             state.load(load_checkpoint(ckpt_path))
         if not state.finished:
             store.set_status(run_id, "running", **trained_by)
+            lease.note(event="train", from_step=state.step)
             try:
-                _train(cfg, state, data, device, run_dir, progress)
+                _train(cfg, state, data, device, run_dir, progress, lease.check)
             except DivergedError as e:
                 store.set_status(run_id, "diverged", str(e), steps=state.step, train_seconds=state.train_seconds)
                 (run_dir / "diverged.txt").write_text(str(e) + "\n")
@@ -286,12 +334,16 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
     extras = {}
     if state is not None and state.train_seconds > 0:
         extras["train_images_per_s"] = state.images_seen / state.train_seconds
+    lease.check()
     evaluate(method, cfg, data, device, store, run_id, run_dir, metrics=metrics, overwrite=overwrite, extras=extras)
+    lease.check()
     store.set_status(run_id, "done")
     return RunResult(run_id, run_dir, "done")
 
 
-def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: Path, progress: bool) -> None:
+def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: Path, progress: bool,
+           guard: Callable[[], None] = lambda: None) -> None:
+    """Train to the end. `guard` is called before anything is written (it raises when the run's lease is lost)."""
     method = state.method
     method.train()
     n = len(data.train)
@@ -306,6 +358,11 @@ def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: 
     last_ckpt = time.monotonic()
     bar = tqdm(total=total, initial=state.step, desc=cfg.run_id(), disable=not progress, leave=False,
                dynamic_ncols=True)
+
+    def checkpoint() -> None:
+        guard()
+        save_checkpoint(state.state_dict(cfg), run_dir / CHECKPOINT)
+
     with open(log_path, "a") as log:
         while state.step < total:
             order = epoch_order(cfg, n, state.epoch)
@@ -324,6 +381,7 @@ def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: 
                 if state.step % cfg.train.log_every == 0 or state.step == total:
                     rec = {"step": state.step, "epoch": state.epoch, **losses,
                            "images_per_s": state.images_seen / max(state.train_seconds, 1e-9)}
+                    guard()
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
                     bar.set_postfix({k.split("/")[0]: f"{v:.3g}" for k, v in losses.items() if k.endswith("/loss")})
@@ -331,25 +389,32 @@ def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: 
                     save_samples(method, run_dir / "samples" / f"step_{state.step:07d}.png", fixed_z, device,
                                  cfg.train.precision)
                 if time.monotonic() - last_ckpt > cfg.train.ckpt_every_s:
-                    atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+                    checkpoint()
                     last_ckpt = time.monotonic()
             if state.pos >= per_epoch:
                 state.epoch += 1
                 state.pos = 0
-                atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+                checkpoint()
                 last_ckpt = time.monotonic()
     bar.close()
     save_samples(method, run_dir / "samples" / "final.png", fixed_z, device, cfg.train.precision)
     state.finished = True
-    atomic_save(state.state_dict(cfg), run_dir / CHECKPOINT)
+    checkpoint()
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines written after the checkpoint we resume from, so no step is logged twice."""
+    """Drop log lines written after the checkpoint we resume from, so no step is logged twice, and a line
+    cut short by a kill."""
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+    text = "".join(line + "\n" for line in keep)
+    if text != path.read_text():
+        replace_text(path, text)
 
 
 class MissingBaseRunError(UsageError):
@@ -411,9 +476,18 @@ def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: tor
     out.mkdir(parents=True, exist_ok=True)
     store = Store(out / "results.db")
     use_all_cores()
-    results = []
+    results: list[RunResult] = []
     cache: dict[tuple, ImageData] = {}
     for cfg in cfgs:
+        base = METHODS.get(cfg.method).base_method
+        if base is not None:  # a refinement waits for a base run that this command did not finish
+            base_id = base_checkpoint(cfg, out).parent.name
+            prior = next((r for r in results if r.run_id == base_id and r.status in ("skipped", "failed")), None)
+            if prior is not None:
+                run_dir = out / "runs" / cfg.run_id()
+                results.append(RunResult(cfg.run_id(), run_dir, prior.status, f"its base run {base_id} was "
+                                         f"{prior.status}: {prior.message}"))
+                continue
         key = (cfg.dataset, cfg.data)
         if key not in cache:
             cache[key] = load_dataset(cfg.dataset, data_root, cfg.data)

@@ -51,6 +51,7 @@ from typing import Any
 
 import torch
 
+from bench.checkpoint import load_tensors
 from bench.registry import Registry
 
 WEIGHTS_ENV = "AEGAN_BENCH_WEIGHTS"
@@ -178,7 +179,7 @@ def sidecar(path: Path) -> Path:
 
 def _load(path: Path) -> StateDict:
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = load_tensors(path)
     except Exception as e:  # a truncated or foreign file: pickle, zip and torch errors alike
         raise WeightsError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -551,7 +552,7 @@ def _lpips_linear(net: str) -> StateDict:
     import lpips
 
     path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_tensors(path)
 
 
 def _lpips_assemble(net: str, backbone: StateDict) -> StateDict:

@@ -19,7 +19,9 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid
 
+from bench.checkpoint import CheckpointError, load_checkpoint
 from bench.registry import Registry
+from bench.tempfiles import temp_path
 
 from .results import Run
 
@@ -43,6 +45,17 @@ GRID_VERSION = 1
 
 class GridUnavailable(RuntimeError):
     """A method's grid cannot be drawn (no checkpoint, base run missing, unknown method); the message says why."""
+
+
+class DamagedCheckpoint(GridUnavailable):
+    """The run's checkpoint is damaged or not one of ours: the report lists it and draws the other runs."""
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        return load_checkpoint(path)
+    except CheckpointError as e:
+        raise DamagedCheckpoint(str(e)) from None
 
 
 # --- fixed inputs ---------------------------------------------------------------------------------------
@@ -174,9 +187,12 @@ def render_png(grid: torch.Tensor, labels: list[tuple[str, int]], path: Path, sc
     for text, y in labels:
         draw.text((margin - 6, y * scale), text, fill="black", font=font, anchor="rm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    out.save(tmp, format="PNG")
-    tmp.replace(path)
+    tmp = temp_path(path)
+    try:
+        out.save(tmp, format="PNG")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def display_scale(resolution: int) -> int:
@@ -213,10 +229,9 @@ def shape_only(run: Run):
     """An empty dataset of the shape the run's nets were built for, read from its checkpoint: enough for
     grids that need no held-out images (samples) when the dataset itself is not at hand."""
     from bench.data import ImageData
-    from bench.runner import load_checkpoint
 
     path = checkpoint_of(run)
-    spec = load_checkpoint(path).get("spec") if path.exists() else None
+    spec = read_checkpoint(path).get("spec") if path.exists() else None
     if spec is None:
         raise GridUnavailable(f"{path} does not record the data shape (written before checkpoints did)")
     empty = torch.empty(0, spec["channels"], spec["resolution"], spec["resolution"], dtype=torch.uint8)
@@ -226,21 +241,26 @@ def shape_only(run: Run):
 def load_model(run: Run, data) -> Any:
     """The run's trained method, on the CPU, in eval mode. `data` gives channels and resolution."""
     from bench.config import RunConfig
-    from bench.runner import build_method, load_checkpoint
+    from bench.runner import build_method
     from methods import METHODS
 
     path = checkpoint_of(run)
     if not path.exists():
         raise GridUnavailable(f"no checkpoint at {path}")
-    ckpt = load_checkpoint(path)
+    ckpt = read_checkpoint(path)
     cfg = RunConfig.from_dict(run.config)
     model = build_method(cfg, data)
-    if METHODS.get(run.method).base_method is not None:
-        if not ckpt.get("finished"):
-            raise GridUnavailable(f"the base run's checkpoint {path} is not finished")
-        model.load_base_state(ckpt["model"])
-    else:
-        model.load_state_dict(ckpt["model"])
+    if METHODS.get(run.method).base_method is not None and not ckpt.get("finished"):
+        raise GridUnavailable(f"the base run's checkpoint {path} is not finished")
+    try:
+        if METHODS.get(run.method).base_method is not None:
+            model.load_base_state(ckpt["model"])
+        else:
+            model.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as e:  # a checkpoint of another model, or one without weights
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise DamagedCheckpoint(f"checkpoint {path} does not fit the run's model ({line}); remove that file or "
+                                "rerun `bench run` with --overwrite to train the run again") from None
     return model.eval()
 
 
@@ -292,9 +312,10 @@ def grid_key(kind: GridKind, blocks: list[tuple[str, Run]], data_cfg: dict[str, 
 
 @torch.no_grad()
 def draw_grid(kind: GridKind, blocks: list[tuple[str, Run]], data, path: Path,
-              models: dict[str, Any]) -> tuple[bool, list[str]]:
+              models: dict[str, Any], damaged: dict[str, str] | None = None) -> tuple[bool, list[str]]:
     """Render one grid kind to `path`: (whether any method was drawn, notes on the methods that could not be).
-    `models` caches loaded models by run id across the grids of one table."""
+    `models` caches loaded models (or why they cannot be loaded) by run id across the grids of one table;
+    `damaged` collects run id -> message of the runs whose checkpoint is damaged."""
     x = None
     rendered: list[tuple[str, torch.Tensor]] = []
     if kind.select is not None:
@@ -302,12 +323,16 @@ def draw_grid(kind: GridKind, blocks: list[tuple[str, Run]], data, path: Path,
         rendered.append((kind.real_label or "real", x))
     notes = []
     for label, run in blocks:
-        try:
-            if run.run_id not in models:
+        if run.run_id not in models:
+            try:
                 models[run.run_id] = load_model(run, data)
-            model = models[run.run_id]
-        except GridUnavailable as e:
-            notes.append(f"{label}: {e}")
+            except GridUnavailable as e:
+                models[run.run_id] = e
+        model = models[run.run_id]
+        if isinstance(model, GridUnavailable):
+            notes.append(f"{label}: {model}")
+            if isinstance(model, DamagedCheckpoint) and damaged is not None:
+                damaged[run.run_id] = str(model)
             continue
         # the encoder search of latent-recovery methods needs autograd: it enables it itself
         with model_autocast(run):

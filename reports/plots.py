@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.tempfiles import temp_path
+
 from .results import Results, Run, key_order
 from .tables import Table
 
@@ -24,13 +26,7 @@ def loss_frame(runs: list[Run]) -> pd.DataFrame:
     """The "<phase>/loss" values of every logged step of every run's log.jsonl (method, seed, phase, step, loss)."""
     rows = []
     for r in runs:
-        log = r.run_dir / "log.jsonl"
-        if not log.exists():
-            continue
-        for line in log.read_text().splitlines():
-            if not line.strip():
-                continue
-            rec = json.loads(line)
+        for rec in read_log(r.run_dir / "log.jsonl"):
             for k, v in rec.items():
                 if k.endswith("/loss") and isinstance(v, (int, float)) and math.isfinite(v):
                     rows.append({"method": r.label, "seed": r.seed, "phase": k[: -len("/loss")],
@@ -75,10 +71,22 @@ def throughput_frame(table: Table, results: Results) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", "key", "images_per_s", "source"])
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of a run's log.jsonl; a line cut short by a kill (the runner drops it on resume) is skipped."""
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            records.append(rec)
+    return records
+
+
 def _logged_throughput(run: Run) -> float | None:
-    log = run.run_dir / "log.jsonl"
-    lines = [ln for ln in log.read_text().splitlines() if ln.strip()] if log.exists() else []
-    last = json.loads(lines[-1]) if lines else {}
+    records = read_log(run.run_dir / "log.jsonl")
+    last = records[-1] if records else {}
     return float(last["images_per_s"]) if "images_per_s" in last else None
 
 
@@ -91,11 +99,14 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    # no "Software" chunk: the bytes depend on the data only
-    fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    tmp.replace(path)
+    tmp = temp_path(path)
+    try:
+        # no "Software" chunk: the bytes depend on the data only
+        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
 
 
 def _setup():

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.paths import path_under, safe_name
+from bench.tempfiles import remove_orphans, replace_text
 
 from . import grids as G
 from . import plots as P
@@ -262,7 +263,9 @@ class DataCache:
         return self.loaded[key]
 
 
-def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCache, log) -> list[Any]:
+def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCache, log,
+                damaged: dict[str, str] | None = None) -> list[Any]:
+    """The grid figures of a table; `damaged` collects run id -> message of runs with a damaged checkpoint."""
     from bench.data import DatasetError, check_run_data
 
     # one run per row: its lowest seed (rows list their runs in seed order)
@@ -277,6 +280,8 @@ def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCa
             continue
         key = G.grid_key(kind, chosen, chosen[0][1].config.get("data", {}))
         hit = cache.get(name, key)
+        if hit is not None and damaged is not None:
+            damaged.update(hit.get("damaged", {}))
         if hit is None:
             try:
                 images = data.get(chosen[0][1])
@@ -294,11 +299,14 @@ def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCa
                                        "pass --data-root.", True))
                     continue
             log(f"report: drawing {name}")
-            drawn, draw_notes = G.draw_grid(kind, chosen, images, path, models)
+            found: dict[str, str] = {}
+            drawn, draw_notes = G.draw_grid(kind, chosen, images, path, models, found)
+            if damaged is not None:
+                damaged.update(found)
             if not drawn:
                 blocks.append(Para(f"{kind.title}: not drawn: {'; '.join(notes + draw_notes)}.", True))
                 continue
-            cache.put(name, key, notes=draw_notes)
+            cache.put(name, key, notes=draw_notes, damaged=found)
             hit = {"notes": draw_notes}
         seeds = ", ".join(f"{label} s{run.seed}" for label, run in chosen)
         left_out = notes + hit["notes"]
@@ -356,9 +364,7 @@ def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_text(path, text)  # a temporary name of its own: reports of two processes may overlap
 
 
 def build_document(results: Results, report_dir: Path, data_root: str | None = None, grids: bool = True,
@@ -369,6 +375,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
     tables = build_tables(results)
     cache = FigureCache(report_dir)
     data = DataCache(data_root)
+    damaged: dict[str, str] = {}
     datasets = results.datasets()
     doc.add(Para(f"Results store: {results.store_path.name}; {len(results.runs)} runs "
                  f"({_counted([r.status for r in results.runs]) if results.runs else 'none'}). "
@@ -384,7 +391,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
             doc.add(*protocol_blocks(table))
             doc.add(TableBlock(table, write_tables(table, report_dir)))
             if grids:
-                doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log))
+                doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged))
             if plots:
                 doc.add(Heading(4, "Plots"), *plot_blocks(table, results, report_dir, cache, log))
             doc.add(*environment_blocks(table.runs))
@@ -392,6 +399,11 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
         others = [r for r in results.runs if r.dataset == ds and r.status != DONE]
         if others:
             doc.add(Heading(3, "Runs not in the tables (not finished)"), *run_blocks(others, report_dir)[1:])
+    if damaged:
+        # the other runs are in the tables and figures; these cannot be drawn until retrained
+        doc.add(Heading(2, "Runs with damaged files", "damaged"), Bullets([f"{k}: {v}" for k, v in sorted(damaged.items())]))
+        for k, v in sorted(damaged.items()):
+            log(f"report: damaged run {k}: {v}")
     if not datasets:
         doc.add(Para("No runs in the store yet: `python -m bench run --methods faae,aae --protocol smoke`."))
     if grids or plots:
@@ -412,6 +424,8 @@ def write_report(store_path: str | Path, report_dir: str | Path | None = None, d
     store_path = Path(store_path)
     report_dir = default_report_dir(store_path, report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    # temporaries of report writers that were killed
+    remove_orphans(report_dir, report_dir / "figures", report_dir / "tables")
     results = load_results(store_path, datasets, methods)
     doc = build_document(results, report_dir, data_root, grids, plots, log)
     _write(report_dir / "report.md", to_markdown_doc(doc))

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from bench.checkpoint import save_checkpoint
 from bench.cli import main
 from bench.config import ConfigError
 from bench.runner import (
@@ -193,10 +194,10 @@ def test_runner_loads_the_base_checkpoint(tmp_path):
     with pytest.raises(MissingBaseRunError, match="list faae before faae\\+sc"):
         check_bases([cfg, resolve_config("faae", "mnist5k", "smoke")], tmp_path)
     path.parent.mkdir(parents=True)
-    torch.save({"model": base.state_dict(), "finished": False}, path)
+    save_checkpoint({"model": base.state_dict(), "finished": False}, path)
     with pytest.raises(MissingBaseRunError):
         _load_base_weights(tiny("faae+sc"), cfg, tmp_path, None, "faae")  # unfinished base run
-    torch.save({"model": base.state_dict(), "finished": True}, path)
+    save_checkpoint({"model": base.state_dict(), "finished": True}, path)
     check_bases([cfg], tmp_path)
     ref = tiny("faae+sc")
     with torch.no_grad():

@@ -102,6 +102,7 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from metrics import evaluate, named_metrics, select_metrics
 
+    from ..checkpoint import CheckpointError
     from ..data import check_run_data, load_dataset
     from ..provenance import code_version, device_name, package_versions, resolve_device
     from ..runner import load_checkpoint, seed_everything, use_all_cores
@@ -134,7 +135,11 @@ def run(args: argparse.Namespace) -> int:
             skipped.append(f"{f.run_id}: diverged in training, nothing to evaluate")
             continue
         path = checkpoint_of(f, out)
-        ckpt = load_checkpoint(path) if path.exists() else {}
+        try:
+            ckpt = load_checkpoint(path) if path.exists() else {}
+        except CheckpointError as e:  # this run only: the others are evaluated
+            skipped.append(f"{f.run_id}: {e}")
+            continue
         if not ckpt.get("finished"):
             skipped.append(f"{f.run_id}: no finished checkpoint at {path}; `bench run` trains or resumes it")
             continue
