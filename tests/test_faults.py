@@ -279,15 +279,29 @@ def history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+BARRIER = """
+# loaded by `bench run --plugin`: holds each process until both are here, so that they claim runs together
+import os, time
+from pathlib import Path
+d = Path(os.environ["BARRIER_DIR"])
+(d / str(os.getpid())).touch()
+deadline = time.time() + 120
+while len(list(d.iterdir())) < 2 and time.time() < deadline:
+    time.sleep(0.005)
+"""
+
+
 @pytest.mark.slow
 def test_two_identical_run_commands_at_once(tmp_path):
-    """Both exit 0, each run is trained exactly once, log.jsonl has one line per logged step, and the later
-    process said which runs it left to the other."""
+    """Both exit 0, each run is trained exactly once, log.jsonl has one line per logged step, and one process
+    said which run it left to the other."""
     out, steps = tmp_path / "out", 40
+    (tmp_path / "barrier").mkdir()
+    (tmp_path / "barrier_plugin.py").write_text(BARRIER)
     cmd = [sys.executable, "-m", "bench", "run", "--methods", "faae", "--seeds", "0,1", *SMOKE, "--out", str(out),
-           "--set", f"train.max_steps={steps}", "train.ckpt_every_s=0", "train.batch_size=16", "train.epochs=100",
-           "train.log_every=1"]
-    env = bench_env(tmp_path / "cache")
+           "--plugin", str(tmp_path / "barrier_plugin.py"), "--set", f"train.max_steps={steps}",
+           "train.ckpt_every_s=0", "train.batch_size=16", "train.epochs=100", "train.log_every=1"]
+    env = {**bench_env(tmp_path / "cache"), "BARRIER_DIR": str(tmp_path / "barrier")}
     procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     results = [p.communicate(timeout=600) for p in procs]
@@ -435,16 +449,20 @@ class Soak:
 
     def round(self, kill: bool) -> bool:
         """One round of two processes; returns whether both exited 0 without a kill."""
-        orders = [list(self.seeds), list(reversed(self.seeds)), self.rng.sample(self.seeds, 2)]
-        lists = [self.rng.choice(orders[:2]), self.rng.choice(orders)]
+        targets = []
+        for _ in range(2):
+            # the phases in turn, so that each gets its share of kills
+            targets.append(KILL_CYCLE[self.counts["kill plans"] % len(KILL_CYCLE)] if kill else None)
+            self.counts["kill plans"] += kill
+        orders = [list(self.seeds), list(reversed(self.seeds))]
+        lists = [self.rng.choice(orders), self.rng.choice([*orders, self.rng.sample(self.seeds, 2)])]
+        # a process killed in its report has finished its runs: give it two, so that work remains
+        lists = [self.rng.sample(self.seeds, 2) if t == "report" else seeds for t, seeds in zip(targets, lists)]
         self.counts["races on the same runs" if lists[0] == lists[1] else "races on other run lists"] += 1
         procs, plans = [], []
-        for seeds in lists:
+        for seeds, target in zip(lists, targets):
             procs.append(subprocess.Popen(self.command(seeds), cwd=ROOT, env=self.env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True))
-            # the phases in turn, so that each gets its share of kills
-            target = KILL_CYCLE[self.counts["kill plans"] % len(KILL_CYCLE)] if kill else None
-            self.counts["kill plans"] += target is not None
             # startup: a random time; checkpoint write: at once; else a little into the phase
             delay = self.rng.uniform(0.5, 8.0) if target == "startup" else 0.0 if target == "checkpoint write" \
                 else self.rng.uniform(0.0, 0.5)
@@ -517,11 +535,11 @@ def check_after_soak(soak: Soak, ref_out: Path) -> None:
 @pytest.mark.soak
 @pytest.mark.slow  # so that -m "not slow", which replaces the default -m "not soak", leaves it out too
 def test_soak_kills_and_races(tmp_path, shared_cache):
-    """Five runs over one store, killed and raced until done, reports included. $AEGAN_BENCH_SOAK_SEED picks
+    """Eight runs over one store, killed and raced until done, reports included. $AEGAN_BENCH_SOAK_SEED picks
     the kill points, $AEGAN_BENCH_SOAK_ROUNDS caps the rounds with kills."""
     seed = int(os.environ.get("AEGAN_BENCH_SOAK_SEED", "1414"))
     rounds = int(os.environ.get("AEGAN_BENCH_SOAK_ROUNDS", "10"))
-    soak = Soak(tmp_path / "out", list(range(5)), 80, bench_env(shared_cache), random.Random(seed), report=True)
+    soak = Soak(tmp_path / "out", list(range(8)), 100, bench_env(shared_cache), random.Random(seed), report=True)
     soak.run(max_kill_rounds=rounds)
     check_after_soak(soak, tmp_path / "ref")
     print(f"soak (seed {seed}): {json.dumps(dict(soak.counts), sort_keys=True)}")
