@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .cli import UsageError
+from tabulate import tabulate
+
 from .compare import RunRecord, Selector, Side, parse_selector, records_from_store
-from .paths import path_under
-from .tempfiles import replace_text
+from .core.errors import UsageError
+from .core.paths import path_under
+from .core.store import Store
+from .core.tempfiles import replace_text
 
 FORMAT = "aegan-bench-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -93,8 +96,6 @@ def resolve_side(role: str, text: str, stores: list[Path]) -> Side:
     records = records_from_stores(stores, selector, role=f"the {role} selector {text!r}")
     where = describe_stores(stores)
     if not [r for r in records if r.status == "done"]:
-        from .store import Store
-
         variants = sorted({r["variant"] for p in stores for r in Store(p, readonly=True).runs()})
         raise UsageError(f"the {role} selector {text!r} matches no finished run in {where}; variants there: "
                          f"{', '.join(variants) or '(none)'} (selector fields and grammar: "
@@ -109,8 +110,6 @@ def describe_stores(stores: list[Path]) -> str:
 def records_from_stores(stores: list[Path], selector: Selector, statuses: tuple[str, ...] = ("done", "diverged"),
                         role: str = "the selector") -> list[RunRecord]:
     """The selected runs of every store, in the order of the stores."""
-    from .store import Store
-
     missing = [p for p in stores if not p.exists()]
     if missing:
         raise UsageError(f"no results store at {missing[0]} (for {role}); pass --store or --out, or a baseline file")
@@ -119,8 +118,6 @@ def records_from_stores(stores: list[Path], selector: Selector, statuses: tuple[
 
 def describe(doc: dict[str, Any], records: list[RunRecord]) -> str:
     """A short listing of a baseline file's runs and values (for `bench baseline show`)."""
-    from tabulate import tabulate
-
     rows = []
     for r in records:
         row: dict[str, Any] = {"variant": r.variant, "dataset": r.dataset, "protocol": r.protocol, "seed": r.seed,

@@ -9,13 +9,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .registry import Registry, UnknownNameError
+from .core.errors import UsageError
+from .core.registry import Registry, UnknownNameError
 
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A user error: printed as one message, exit code 2, no traceback."""
 
 
 @dataclass(frozen=True)
@@ -40,11 +37,12 @@ def command(name: str, help: str, add_arguments: Callable[[argparse.ArgumentPars
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from .checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DatasetError
-    from .paths import UnsafePathError
-    from .store import StoreError
+    # imported when an error is being handled, not at start-up (metrics.weights pulls in torch)
+    from .core.checkpoint import CheckpointError
+    from .core.config import ConfigError
+    from .core.data import DatasetError
+    from .core.paths import UnsafePathError
+    from .core.store import StoreError
 
     errors: list[type[BaseException]] = [UsageError, UnknownNameError, ConfigError, DatasetError, StoreError,
                                          UnsafePathError, CheckpointError]

@@ -21,7 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from .cli import UsageError
+from methods import METHODS, Method
+
+from .core.errors import UsageError
 
 ENV_VAR = "AEGAN_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "aegan_bench.methods"
@@ -87,8 +89,6 @@ def load_plugin(spec: str) -> ModuleType:
 
 
 def _load_entry_point(ep: metadata.EntryPoint) -> None:
-    from methods import METHODS, Method
-
     try:
         obj = ep.load()
     except Exception as e:

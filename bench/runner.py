@@ -27,67 +27,26 @@ import torch
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from methods import METHODS, Method, ModelSpec, Phase, StepContext
+from methods import METHODS, Method, Phase, StepContext
+from methods.trained import CHECKPOINT, build_method, load_weights, run_checkpoint
+from metrics import evaluate
 
-from .checkpoint import CheckpointError, as_no_space, load_checkpoint, save_checkpoint
-from .cli import UsageError
-from .config import ConfigError, RunConfig, apply_overrides
-from .data import ImageData, check_run_data, load_dataset
-from .lease import Held, Lease, LeaseLost, acquire
-from .protocols import PROTOCOLS
-from .provenance import code_version, device_name, package_versions
-from .store import Store
-from .tempfiles import remove_orphans, replace_text
+from .core.checkpoint import CheckpointError, as_no_space, load_checkpoint, save_checkpoint
+from .core.config import RunConfig
+from .core.data import ImageData, check_run_data, load_dataset
+from .core.device import autocast, device_name
+from .core.errors import UsageError
+from .core.lease import Held, Lease, LeaseLost, acquire
+from .core.provenance import code_version, package_versions
+from .core.store import Store
+from .core.tempfiles import remove_orphans, replace_text
 
-CHECKPOINT = "last.pt"
 #: the claim of the process that trains and evaluates a run (bench.lease)
 LEASE = "lease.json"
 
 
 class DivergedError(RuntimeError):
     pass
-
-
-# --- configuration ------------------------------------------------------------------------------------
-def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
-                   overrides: dict[str, dict[str, Any]] | None = None, variant: str = "") -> RunConfig:
-    """Defaults <- protocol preset <- the method's own config defaults and protocol params <- user
-    overrides, all validated."""
-    from .data import DATASETS
-
-    cls = METHODS.get(method)
-    DATASETS.get(dataset)
-    proto = PROTOCOLS.get(protocol)()
-    cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
-    cfg = apply_overrides(cfg, proto.sections(dataset))
-    cfg = apply_overrides(cfg, cls.config_defaults)
-    params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
-    cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
-    if cfg.optim.state == "network" and cfg.optim.lr_adv_scale != 1 and any(p.lr == "adv" for p in cls.phases):
-        raise ConfigError(f"optim.lr_adv_scale={cfg.optim.lr_adv_scale} needs optim.state=phase: with one Adam per "
-                          f"network, {method}'s phases share one learning rate per network (the loss weights set "
-                          "their balance there); add optim.lr_adv_scale=1 to use optim.state=network")
-    if (overrides or {}).get("method") and not dataclasses.fields(cls.Params):
-        # --set applies to every listed method; method parameters belong to one of them
-        keys = ",".join(f"method.{k}=..." for k in overrides["method"])
-        raise ConfigError(f"method {method} has no method.* parameters; set them for one method with "
-                          f"--methods 'NAME[{keys}]' (see `python -m bench list methods`)")
-    resolved = cls.resolve_params(params)
-    return dataclasses.replace(cfg, params=cls.params_dict(resolved))
-
-
-def build_method(cfg: RunConfig, data: ImageData) -> Method:
-    cls = METHODS.get(cfg.method)
-    spec = ModelSpec(channels=data.channels, resolution=data.resolution, latent_dim=cfg.model.latent_dim,
-                     width=cfg.model.width, prior=cfg.model.prior)
-    return cls(spec, cls.resolve_params(cfg.params))
-
-
-# --- precision ----------------------------------------------------------------------------------------
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def to_batch(x_uint8: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
@@ -286,8 +245,6 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
 
 def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, device: torch.device, lease: Lease,
                  metrics: list[str] | None, overwrite: bool, progress: bool) -> RunResult:
-    from metrics import evaluate
-
     run_id = cfg.run_id()
     out = run_dir.parent.parent
     config_text = json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
@@ -313,7 +270,11 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
     base = type(method).base_method
     if base is not None:
         state = None
-        _load_base_weights(method, cfg, out, store, base)
+        path = run_checkpoint(cfg, out)
+        ckpt = load_checkpoint(path) if path.exists() else {}
+        if not ckpt.get("finished"):
+            raise _missing_base(cfg, out)
+        load_weights(method, ckpt, path)
     else:
         state = make_state(cfg, method)
         ckpt_path = run_dir / CHECKPOINT
@@ -421,29 +382,13 @@ class MissingBaseRunError(UsageError):
     """A refinement method (e.g. "faae+sc") whose base method has no finished run to reuse."""
 
 
-def base_checkpoint(cfg: RunConfig, out: Path) -> Path:
-    """Where the finished run of cfg's base method keeps its checkpoint (same sections and seed)."""
-    base = METHODS.get(cfg.method).base_method
-    base_cfg = dataclasses.replace(cfg, method=base, variant="", params=cls_params(base, cfg.protocol))
-    return out / "runs" / base_cfg.run_id() / CHECKPOINT
-
-
 def _missing_base(cfg: RunConfig, out: Path) -> MissingBaseRunError:
     base = METHODS.get(cfg.method).base_method
     return MissingBaseRunError(
         f"{cfg.method} reuses the trained {base} model and does not train: run `python -m bench run --methods "
         f"{base} --dataset {cfg.dataset} --protocol {cfg.protocol} --seeds {cfg.seed} --out {out}` (with the same "
         f"--set overrides) first, or list {base} before {cfg.method} in --methods "
-        f"(no finished checkpoint at {base_checkpoint(cfg, out)})")
-
-
-def _load_base_weights(method: Method, cfg: RunConfig, out: Path, store: Store, base: str) -> None:
-    """Methods that refine another method's model (e.g. "faae+sc") load its finished checkpoint."""
-    path = base_checkpoint(cfg, out)
-    ckpt = load_checkpoint(path) if path.exists() else {}
-    if not ckpt.get("finished"):
-        raise _missing_base(cfg, out)
-    method.load_base_state(ckpt["model"])
+        f"(no finished checkpoint at {run_checkpoint(cfg, out)})")
 
 
 def check_bases(cfgs: list[RunConfig], out: Path) -> None:
@@ -451,17 +396,11 @@ def check_bases(cfgs: list[RunConfig], out: Path) -> None:
     scheduled: set[str] = set()
     for cfg in cfgs:
         if METHODS.get(cfg.method).base_method is not None:
-            path = base_checkpoint(cfg, out)
+            path = run_checkpoint(cfg, out)
             done = path.exists() and load_checkpoint(path).get("finished")
             if not done and path.parent.name not in scheduled:
                 raise _missing_base(cfg, out)
         scheduled.add(cfg.run_id())
-
-
-def cls_params(method: str, protocol: str) -> dict[str, Any]:
-    cls = METHODS.get(method)
-    params = getattr(cls, "protocol_params", {}).get(protocol, {})
-    return cls.params_dict(cls.resolve_params(params))
 
 
 def use_all_cores() -> None:
@@ -481,7 +420,7 @@ def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: tor
     for cfg in cfgs:
         base = METHODS.get(cfg.method).base_method
         if base is not None:  # a refinement waits for a base run that this command did not finish
-            base_id = base_checkpoint(cfg, out).parent.name
+            base_id = run_checkpoint(cfg, out).parent.name
             prior = next((r for r in results if r.run_id == base_id and r.status in ("skipped", "failed")), None)
             if prior is not None:
                 run_dir = out / "runs" / cfg.run_id()

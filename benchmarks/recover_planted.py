@@ -25,9 +25,10 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RunConfig
-from bench.data import load_dataset
-from bench.runner import CHECKPOINT, autocast, build_method, load_checkpoint
+from bench.core.checkpoint import load_checkpoint
+from bench.core.config import RunConfig
+from bench.core.data import load_dataset
+from bench.core.device import autocast
 from methods.latent_recovery import (
     CLIP_RULES,
     OPTIMIZERS,
@@ -35,6 +36,7 @@ from methods.latent_recovery import (
     per_image_sq_error,
     recover_latents,
 )
+from methods.trained import CHECKPOINT, build_method
 
 
 def main() -> None:

@@ -48,7 +48,7 @@ def cifar10() -> Path:
 def read_folder(folder: Path, n: int) -> torch.Tensor:
     """n images spread over the sorted files of a folder (all classes), read as torch-fidelity reads them."""
     from bench.commands.score import read_image
-    from bench.data import list_images
+    from bench.core.data import list_images
 
     files = list_images(folder)
     return torch.stack([read_image(f, rgb=True) for f in files[:: max(1, len(files) // n)][:n]])

@@ -10,9 +10,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.config import parse_overrides
-from bench.data import ImageData
-from bench.runner import build_method, make_state, resolve_config, to_batch, train_step
+from bench.core.config import parse_overrides
+from bench.core.data import ImageData
+from bench.resolve import resolve_config
+from bench.runner import make_state, to_batch, train_step
+from methods.trained import build_method
 
 PATHS = {"fast": {"train.precision": "bf16", "train.channels_last": "true"},
          "fp32": {"train.precision": "fp32", "train.channels_last": "false"}}

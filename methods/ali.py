@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.config import ConfigError
+from bench.core.config import ConfigError
 
 from .backbones import Encoder
 from .base import METHODS, ModelSpec

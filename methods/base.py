@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import Registry
-
-from .priors import Prior, get_prior
+from bench.core.priors import Prior, get_prior
+from bench.core.registry import Registry
 
 #: capabilities a method can provide and a metric can require
 CAPABILITIES = ("encode", "decode", "sample")
@@ -111,7 +110,7 @@ class Method(nn.Module):
 
     @classmethod
     def resolve_params(cls, values: dict[str, Any]) -> Any:
-        from bench.config import section_from_dict
+        from bench.core.config import section_from_dict
 
         return section_from_dict(cls.Params, values, "method")
 

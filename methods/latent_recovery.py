@@ -33,13 +33,13 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from bench.config import ConfigError
+from bench.core.config import ConfigError
+from bench.core.priors import Prior
 
 # the refined bases must be registered before this module builds their "+sc" classes
 from . import aae, ali, bigan, faae  # noqa: F401
 from .backbones import Discriminator, Generator
 from .base import METHODS, ImageGANPhases, Method, ModelSpec, Phase
-from .priors import Prior
 
 ClipRule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
 

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from bench.provenance import HIGHER as HIGHER  # re-exported: metrics declare directions with them
-from bench.provenance import LOWER as LOWER
-from bench.registry import Registry
+from bench.core.provenance import HIGHER as HIGHER  # re-exported: metrics declare directions with them
+from bench.core.provenance import LOWER as LOWER
+from bench.core.registry import Registry
 
 
 @dataclass(frozen=True)

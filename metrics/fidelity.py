@@ -42,8 +42,8 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from bench.data import cache_dir
-from bench.registry import Registry
+from bench.core.data import cache_dir
+from bench.core.registry import Registry
 
 from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options, not_available
 from .weights import Weights, inception_weights

@@ -51,8 +51,8 @@ from typing import Any
 
 import torch
 
-from bench.checkpoint import load_tensors
-from bench.registry import Registry
+from bench.core.checkpoint import load_tensors
+from bench.core.registry import Registry
 
 WEIGHTS_ENV = "AEGAN_BENCH_WEIGHTS"
 #: seconds before an upstream URL counts as unreachable
@@ -146,7 +146,7 @@ def weights_dir(cache_dir: str | Path | None = None) -> Path:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env)
-    from bench.data import cache_dir as data_cache_dir
+    from bench.core.data import cache_dir as data_cache_dir
 
     return data_cache_dir() / "weights"
 

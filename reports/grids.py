@@ -19,9 +19,14 @@ from typing import Any
 import torch
 from torchvision.utils import make_grid
 
-from bench.checkpoint import CheckpointError, load_checkpoint
-from bench.registry import Registry
-from bench.tempfiles import temp_path
+from bench.core.checkpoint import CheckpointError, load_checkpoint
+from bench.core.config import RunConfig
+from bench.core.data import ImageData
+from bench.core.device import autocast
+from bench.core.registry import Registry
+from bench.core.tempfiles import temp_path
+from methods import METHODS
+from methods.trained import load_trained, run_checkpoint
 
 from .results import Run
 
@@ -202,17 +207,11 @@ def display_scale(resolution: int) -> int:
 
 # --- models ---------------------------------------------------------------------------------------------
 def checkpoint_of(run: Run) -> Path:
-    """The checkpoint a run's model is loaded from: its own, or its base run's for a refinement method."""
-    from bench.config import RunConfig
-    from bench.runner import CHECKPOINT, base_checkpoint
-    from methods import METHODS
-
+    """The checkpoint a run's model is loaded from: its own, or its base run's for a refinement method (looked up
+    in the same <out>, since the run directory is <out>/runs/<run id>)."""
     if run.method not in METHODS:
         raise GridUnavailable(f"method {run.method!r} is not registered here (a plugin not loaded?)")
-    if METHODS.get(run.method).base_method is not None:
-        # the run directory lives in <out>/runs/<run_id>; the base run is looked up in the same <out>
-        return base_checkpoint(RunConfig.from_dict(run.config), run.run_dir.parent.parent)
-    return run.run_dir / CHECKPOINT
+    return run_checkpoint(RunConfig.from_dict(run.config), run.run_dir.parent.parent)
 
 
 def checkpoint_stamp(run: Run) -> list[Any]:
@@ -228,8 +227,6 @@ def checkpoint_stamp(run: Run) -> list[Any]:
 def shape_only(run: Run):
     """An empty dataset of the shape the run's nets were built for, read from its checkpoint: enough for
     grids that need no held-out images (samples) when the dataset itself is not at hand."""
-    from bench.data import ImageData
-
     path = checkpoint_of(run)
     spec = read_checkpoint(path).get("spec") if path.exists() else None
     if spec is None:
@@ -240,32 +237,19 @@ def shape_only(run: Run):
 
 def load_model(run: Run, data) -> Any:
     """The run's trained method, on the CPU, in eval mode. `data` gives channels and resolution."""
-    from bench.config import RunConfig
-    from bench.runner import build_method
-    from methods import METHODS
-
     path = checkpoint_of(run)
     if not path.exists():
         raise GridUnavailable(f"no checkpoint at {path}")
     ckpt = read_checkpoint(path)
-    cfg = RunConfig.from_dict(run.config)
-    model = build_method(cfg, data)
     if METHODS.get(run.method).base_method is not None and not ckpt.get("finished"):
         raise GridUnavailable(f"the base run's checkpoint {path} is not finished")
     try:
-        if METHODS.get(run.method).base_method is not None:
-            model.load_base_state(ckpt["model"])
-        else:
-            model.load_state_dict(ckpt["model"])
-    except (KeyError, RuntimeError) as e:  # a checkpoint of another model, or one without weights
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DamagedCheckpoint(f"checkpoint {path} does not fit the run's model ({line}); remove that file or "
-                                "rerun `bench run` with --overwrite to train the run again") from None
-    return model.eval()
+        return load_trained(RunConfig.from_dict(run.config), ckpt, path, data)
+    except CheckpointError as e:
+        raise DamagedCheckpoint(str(e)) from None
 
 
 def model_autocast(run: Run):
-    from bench.runner import autocast
 
     return autocast(torch.device("cpu"), run.config.get("train", {}).get("precision", "fp32"))
 
@@ -282,8 +266,6 @@ class GridFigure:
 def plan_grids(rows: list[tuple[str, Run]], dataset: str) -> list[tuple[GridKind, list[tuple[str, Run]], list[str]]]:
     """For each grid kind that applies to the dataset: the (label, run) blocks it draws, and notes on the
     methods it leaves out."""
-    from methods import METHODS
-
     plans = []
     for _, kind in GRIDS.items():
         if kind.datasets is not None and dataset not in kind.datasets:

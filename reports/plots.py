@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.tempfiles import temp_path
+from bench.core.tempfiles import temp_path
 
 from .results import Results, Run, key_order
 from .tables import Table

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.paths import path_under, safe_name
-from bench.tempfiles import remove_orphans, replace_text
+from bench.core.paths import path_under, safe_name
+from bench.core.tempfiles import remove_orphans, replace_text
 
 from . import grids as G
 from . import plots as P
@@ -207,7 +207,7 @@ def _counted(values: list[str]) -> str:
 
 
 def protocol_blocks(table: Table) -> list[Any]:
-    from bench.protocols import PROTOCOLS
+    from bench.core.protocols import PROTOCOLS
 
     runs = table.runs
     desc = PROTOCOLS.get(table.protocol).description if table.protocol in PROTOCOLS else "(not registered here)"
@@ -253,8 +253,8 @@ class DataCache:
         self.loaded: dict[str, Any] = {}
 
     def get(self, run: Run):
-        from bench.config import DataConfig, section_from_dict
-        from bench.data import load_dataset
+        from bench.core.config import DataConfig, section_from_dict
+        from bench.core.data import load_dataset
 
         key = json.dumps([run.dataset, run.config.get("data", {})], sort_keys=True)
         if key not in self.loaded:
@@ -266,7 +266,7 @@ class DataCache:
 def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCache, log,
                 damaged: dict[str, str] | None = None) -> list[Any]:
     """The grid figures of a table; `damaged` collects run id -> message of runs with a damaged checkpoint."""
-    from bench.data import DatasetError, check_run_data
+    from bench.core.data import DatasetError, check_run_data
 
     # one run per row: its lowest seed (rows list their runs in seed order)
     rows = [(row.label, row.runs[0]) for row in table.rows]
@@ -369,7 +369,7 @@ def _write(path: Path, text: str) -> None:
 
 def build_document(results: Results, report_dir: Path, data_root: str | None = None, grids: bool = True,
                    plots: bool = True, log=print) -> Document:
-    from bench.data import DATASETS
+    from bench.core.data import DATASETS
 
     doc = Document("aegan-bench report")
     tables = build_tables(results)

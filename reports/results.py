@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.config import UNHASHED_SECTIONS, config_hash
-from bench.provenance import settings
+from bench.core.config import UNHASHED_SECTIONS, config_hash
+from bench.core.provenance import settings
 
 #: provenance fields that are never shown as a table's setting: seeds are counted, the device is in the
 #: environment section, n/a reasons are footnotes of their own
@@ -76,8 +76,8 @@ def setting_hash(config: dict[str, Any]) -> str:
 
 
 def run_sort_key(run: Run) -> tuple:
-    from bench.data import DATASETS
-    from bench.protocols import PROTOCOLS
+    from bench.core.data import DATASETS
+    from bench.core.protocols import PROTOCOLS
     from methods import METHODS
 
     return (DATASETS.order(run.dataset), run.dataset, PROTOCOLS.order(run.protocol), run.protocol,
@@ -103,7 +103,7 @@ def _matches(run: Run, patterns: list[str] | None, *fields: str) -> bool:
 def load_results(store_path: str | Path, datasets: list[str] | None = None,
                  methods: list[str] | None = None) -> Results:
     """Runs and values of a store, optionally filtered by dataset and method/variant names (globs allowed)."""
-    from bench.store import Store
+    from bench.core.store import Store
 
     store = Store(store_path, readonly=True)
     runs = []

@@ -8,7 +8,7 @@ import pandas as pd
 
 
 def summary_table(store_path: str | Path, run_ids: list[str]) -> str:
-    from bench.store import Store
+    from bench.core.store import Store
 
     store = Store(store_path)
     runs = {r["run_id"]: r for r in store.runs()}

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.paths import safe_name
+from bench.core.paths import safe_name
 
 from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
 

@@ -26,8 +26,8 @@ from bench.compare import (
     records_from_store,
     tolerance_for,
 )
-from bench.provenance import code_version
-from bench.store import Store
+from bench.core.provenance import code_version
+from bench.core.store import Store
 from metrics.base import MetricValue
 
 PROV = {"dataset": "mnist5k", "split": "test", "n_images": 64, "dtype": "bf16", "device": "cpu", "eval_seconds": 0.1}

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.config import DataConfig
-from bench.data import DATASETS, DatasetError, load_dataset
+from bench.core.config import DataConfig
+from bench.core.data import DATASETS, DatasetError, load_dataset
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int], ext: str = "png", start: int = 0, seed: int = 0):
@@ -129,7 +129,7 @@ def test_replacing_images_under_the_same_path_decodes_again(tmp_path, tmp_cache)
 
 
 def test_run_data_is_recorded_and_checked(tmp_path, tmp_cache):
-    from bench.data import SplitMismatchError, check_run_data
+    from bench.core.data import SplitMismatchError, check_run_data
 
     d = load_dataset("mnist5k", cfg=DataConfig(max_train=100))
     check_run_data(tmp_path, d)  # first use records

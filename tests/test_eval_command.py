@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.runner import CHECKPOINT, load_checkpoint
-from bench.store import Store
+from bench.core.checkpoint import load_checkpoint
+from bench.core.store import Store
+from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 # every test here needs a trained run (the module fixture trains one through the CLI: ~10 s)
@@ -102,7 +103,7 @@ def test_stored_fid_equals_torch_fidelity_on_the_saved_images(trained, tmp_path,
 
     import torch_fidelity
 
-    from bench.data import load_dataset
+    from bench.core.data import load_dataset
     from metrics.fidelity import UInt8Images
     from metrics.weights import inception_weights
 

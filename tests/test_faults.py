@@ -29,13 +29,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.checkpoint import FORMAT_KEY, CheckpointError, load_checkpoint, save_checkpoint
 from bench.cli import main
-from bench.config import parse_overrides
-from bench.lease import history_path
-from bench.runner import CHECKPOINT, LEASE, execute, resolve_config
-from bench.store import Store
-from bench.tempfiles import HOST
+from bench.core.checkpoint import FORMAT_KEY, CheckpointError, load_checkpoint, save_checkpoint
+from bench.core.config import parse_overrides
+from bench.core.lease import history_path
+from bench.core.store import Store
+from bench.core.tempfiles import HOST
+from bench.resolve import resolve_config
+from bench.runner import LEASE, execute
+from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -228,9 +230,10 @@ def test_a_truncated_checkpoint_fails_its_run_only_and_report_draws_the_rest(two
 def test_checkpoints_hold_tensors_and_plain_data_and_resume_the_rngs_exactly(tmp_path, shared_cache):
     """Every trainable method's training state passes the weights-only unpickler, and restoring it restores
     the torch, numpy and python RNGs to the draw."""
-    from bench.data import load_dataset
-    from bench.runner import TrainState, build_method, make_state, rng_state
+    from bench.core.data import load_dataset
+    from bench.runner import TrainState, make_state, rng_state
     from methods import METHODS
+    from methods.trained import build_method
 
     data = load_dataset("mnist5k", None, smoke_cfg(0).data)
     for name in sorted(METHODS):

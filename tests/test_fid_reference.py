@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.commands.score import read_image
-from bench.data import list_images
+from bench.core.data import list_images
 from metrics import weights as W
 from metrics.fidelity import UInt8Images, fid_kid
 

@@ -96,8 +96,9 @@ def test_score_fid_and_kid_equal_torch_fidelity_run_directly(digits, tmp_path, c
 
 
 def _faae(n: int):
-    from bench.data import load_dataset
-    from bench.runner import build_method, resolve_config
+    from bench.core.data import load_dataset
+    from bench.resolve import resolve_config
+    from methods.trained import build_method
     from metrics.base import EvalContext
 
     cfg = resolve_config("faae", "mnist5k", "smoke")
@@ -180,7 +181,7 @@ def test_reference_features_come_from_the_cache(digits, tmp_path):
 
 
 def test_na_for_a_method_lacking_the_capability(tmp_path, tmp_cache):
-    from bench.store import Store
+    from bench.core.store import Store
     from metrics import evaluate
 
     cfg, data, method, _ = _faae(8)

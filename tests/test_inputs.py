@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.paths import UnsafePathError, path_under, safe_name
-from bench.store import Store
+from bench.core.paths import UnsafePathError, path_under, safe_name
+from bench.core.store import Store
 from metrics.base import MetricValue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -208,8 +208,8 @@ def test_sixteen_bit_images_are_scaled_not_wrapped(tmp_path, tmp_cache, capsys):
     import numpy as np
     from PIL import Image
 
-    from bench.config import DataConfig
-    from bench.data import decode_files, load_dataset
+    from bench.core.config import DataConfig
+    from bench.core.data import decode_files, load_dataset
 
     root = tmp_path / "images"
     root.mkdir()
@@ -262,7 +262,7 @@ def test_score_json_is_strict_for_identical_images(tmp_path, capsys):
 
 
 def test_strict_json_dump():
-    from bench import strict_json
+    from bench.core import strict_json
 
     doc = {"a": float("inf"), "b": [float("-inf"), float("nan"), 1.5], "c": (2, {"d": float("nan")}), "e": Path("x")}
     assert _strict(strict_json.dumps(doc)) == {"a": None, "b": [None, None, 1.5], "c": [2, {"d": None}], "e": "x"}
@@ -283,7 +283,7 @@ def test_strict_json_dump():
     (["eval", "--out", "{tmp}/broken-config"], "is not a readable run config"),
 ])
 def test_bad_eval_and_score_arguments_exit_2_naming_the_valid_choices(tmp_path, capsys, argv, expect):
-    from bench.runner import resolve_config
+    from bench.resolve import resolve_config
 
     run_dir = tmp_path / "with-runs" / "runs" / "faae-x"
     run_dir.mkdir(parents=True)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.lease import Held, Lease, LeaseLost, acquire, history_path, read_lease
-from bench.tempfiles import HOST, is_orphan, remove_orphans, temp_path
+from bench.core.lease import Held, Lease, LeaseLost, acquire, history_path, read_lease
+from bench.core.tempfiles import HOST, is_orphan, remove_orphans, temp_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,7 @@ def test_the_heartbeat_refreshes_and_a_lost_lease_is_noticed(tmp_path):
 
 CLAIM = """
 import sys, time
-from bench.lease import Lease, acquire
+from bench.core.lease import Lease, acquire
 r = acquire(sys.argv[1], timeout=3600)
 print("won" if isinstance(r, Lease) else "held", flush=True)
 time.sleep(1.5)  # hold it while the others try

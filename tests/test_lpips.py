@@ -85,8 +85,9 @@ def _ctx(method, data, n=16):
 
 
 def test_metric_on_a_real_method_and_na_without_encode(tmp_cache):
-    from bench.data import load_dataset
-    from bench.runner import build_method, resolve_config
+    from bench.core.data import load_dataset
+    from bench.resolve import resolve_config
+    from methods.trained import build_method
 
     cfg = resolve_config("faae", "mnist5k", "smoke")
     data = load_dataset("mnist5k", None, cfg.data)

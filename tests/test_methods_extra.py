@@ -9,20 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.checkpoint import save_checkpoint
 from bench.cli import main
-from bench.config import ConfigError
-from bench.runner import (
-    CHECKPOINT,
-    MissingBaseRunError,
-    _load_base_weights,
-    base_checkpoint,
-    check_bases,
-    resolve_config,
-)
+from bench.core.checkpoint import load_checkpoint, save_checkpoint
+from bench.core.config import ConfigError
+from bench.resolve import resolve_config
+from bench.runner import MissingBaseRunError, check_bases
 from methods import METHODS, ModelSpec, StepContext
 from methods.ali import LOG_SIGMA_MAX
 from methods.latent_recovery import REFINABLE, per_image_sq_error
+from methods.trained import CHECKPOINT, load_weights, run_checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -185,7 +180,7 @@ def test_refinement_loads_base_and_improves_its_reconstruction(base):
 def test_runner_loads_the_base_checkpoint(tmp_path):
     cfg = resolve_config("faae+sc", "mnist5k", "smoke")
     base = tiny("faae")
-    path = base_checkpoint(cfg, tmp_path)
+    path = run_checkpoint(cfg, tmp_path)
     assert path.name == CHECKPOINT and path.parent.name == dataclasses.replace(
         resolve_config("faae", "mnist5k", "smoke")).run_id()
     with pytest.raises(MissingBaseRunError, match="--methods faae --dataset mnist5k --protocol smoke"):
@@ -196,14 +191,14 @@ def test_runner_loads_the_base_checkpoint(tmp_path):
     path.parent.mkdir(parents=True)
     save_checkpoint({"model": base.state_dict(), "finished": False}, path)
     with pytest.raises(MissingBaseRunError):
-        _load_base_weights(tiny("faae+sc"), cfg, tmp_path, None, "faae")  # unfinished base run
+        check_bases([cfg], tmp_path)  # an unfinished base run
     save_checkpoint({"model": base.state_dict(), "finished": True}, path)
     check_bases([cfg], tmp_path)
     ref = tiny("faae+sc")
     with torch.no_grad():
         for p in ref.parameters():
             p.zero_()
-    _load_base_weights(ref, cfg, tmp_path, None, "faae")
+    load_weights(ref, load_checkpoint(path), path)
     assert all(torch.equal(a, b) for a, b in zip(ref.base.state_dict().values(), base.state_dict().values()))
 
 

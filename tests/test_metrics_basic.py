@@ -11,12 +11,13 @@ from skimage.filters import laplace
 from torch import nn
 from torchvision.transforms.v2.functional import gaussian_blur
 
-from bench.config import parse_overrides
-from bench.data import ImageData, load_dataset
-from bench.runner import build_method, resolve_config
-from bench.store import Store
+from bench.core.config import parse_overrides
+from bench.core.data import ImageData, load_dataset
+from bench.core.store import Store
+from bench.resolve import resolve_config
 from methods import ModelSpec
 from methods.base import Method
+from methods.trained import build_method
 from metrics import METRICS, EvalContext, evaluate
 from metrics.image_quality import psnr, ssim
 from metrics.probe import linear_probe

@@ -10,7 +10,7 @@ import pytest
 
 from bench import plugins
 from bench.cli import main
-from bench.store import Store
+from bench.core.store import Store
 from methods import METHODS
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.data import load_dataset
-from bench.runner import build_method, resolve_config
+from bench.core.data import load_dataset
+from bench.resolve import resolve_config
 from methods import METHODS
+from methods.trained import build_method
 from metrics import EvalContext
 from metrics.reencode import Reencoding, reencoding, shuffled_pair_sq_dist
 

@@ -6,9 +6,9 @@ import dataclasses
 
 import pytest
 
-from bench.config import ConfigError, RunConfig, apply_overrides, parse_overrides
-from bench.registry import Registry, UnknownNameError
-from bench.runner import resolve_config
+from bench.core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
+from bench.core.registry import Registry, UnknownNameError
+from bench.resolve import resolve_config
 
 
 class Base:
@@ -69,8 +69,8 @@ def test_overrides_are_typed_and_validated():
 
 
 def test_method_config_defaults_sit_between_protocol_and_set():
-    from bench.config import parse_overrides
-    from bench.runner import resolve_config
+    from bench.core.config import parse_overrides
+    from bench.resolve import resolve_config
 
     # quick's own beta1 and D rate equal BiGAN's, so the protocol that tells them apart is paper's
     assert resolve_config("bigan", "cifar10", "paper").optim.beta1 == 0.5

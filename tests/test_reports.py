@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.data import ImageData
-from bench.runner import build_method, resolve_config
-from bench.store import Store
+from bench.core.data import ImageData
+from bench.core.store import Store
+from bench.resolve import resolve_config
+from methods.trained import build_method
 from metrics import MetricValue
 from reports import grids as G
 from reports.render import write_report
@@ -100,7 +101,7 @@ def test_morph_weights_and_corners():
         assert w[cell].argmax() == corner and w[cell, corner] == 1
     torch.testing.assert_close(w[12], torch.full((4,), 0.25))
     z = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=1)
-    from methods.priors import get_prior
+    from bench.core.priors import get_prior
 
     codes = G.morph_codes(z, 5, get_prior("sphere").project)
     torch.testing.assert_close(codes.norm(dim=1), torch.ones(25))  # normalised onto the sphere
@@ -225,7 +226,7 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
 def test_sample_grids_need_no_data_root(smoke_out, tmp_path, monkeypatch):
     """Without the held-out images, grids of real images are left out with a note, while sample grids are
     drawn from the checkpoint, which records the data shape the nets were built for."""
-    from bench.data import DatasetError
+    from bench.core.data import DatasetError
     from reports.render import DataCache
 
     def unavailable(self, run):

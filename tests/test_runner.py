@@ -13,11 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import parse_overrides
-from bench.runner import CHECKPOINT, execute, load_checkpoint, resolve_config
-from bench.store import Store
+from bench.core.checkpoint import load_checkpoint
+from bench.core.config import parse_overrides
+from bench.core.store import Store
+from bench.resolve import resolve_config
+from bench.runner import execute
 from methods import METHODS
 from methods.faae import FAAE
+from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -156,8 +159,9 @@ def test_store_two_processes(tmp_path):
 
 
 def _trained_after(cfg) -> dict:
-    from bench.data import load_dataset
-    from bench.runner import build_method, make_state, to_batch, train_step
+    from bench.core.data import load_dataset
+    from bench.runner import make_state, to_batch, train_step
+    from methods.trained import build_method
 
     data = load_dataset(cfg.dataset, None, cfg.data)
     torch.manual_seed(0)
@@ -188,9 +192,10 @@ def test_optimizer_state_modes_and_what_loss_weights_do(tmp_cache, mode):
 def test_adversarial_phase_learning_rate(tmp_cache, method, adv_phase):
     """optim.lr_adv_scale sets the rate of the phase where G (F-AAE) or E (AAE) learns to fool D, and only
     that phase's; with one Adam per network it is refused, since a network's phases share one rate there."""
-    from bench.config import ConfigError
-    from bench.data import load_dataset
-    from bench.runner import build_method, make_state
+    from bench.core.config import ConfigError
+    from bench.core.data import load_dataset
+    from bench.runner import make_state
+    from methods.trained import build_method
 
     cfg = smoke(method, **{"optim.lr_adv_scale": 0.25, "optim.lr_g": 4e-4, "optim.lr_d": 1e-3})
     state = make_state(cfg, build_method(cfg, load_dataset(cfg.dataset, None, cfg.data)))

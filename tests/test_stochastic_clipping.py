@@ -6,13 +6,13 @@ import pytest
 import torch
 from torch import nn
 
+from bench.core.priors import get_prior
 from methods.latent_recovery import (
     gauss_newton_spectrum,
     per_image_sq_error,
     recover_latents,
     stochastic_clip,
 )
-from methods.priors import get_prior
 
 
 def test_inside_untouched_outside_redrawn_independently():

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from bench.cli import main
-from bench.config import ConfigError, parse_overrides
-from bench.provenance import code_version
-from bench.registry import UnknownNameError
-from bench.store import Store
-from bench.variants import (
+from bench.core.config import ConfigError, parse_overrides
+from bench.core.provenance import code_version
+from bench.core.registry import UnknownNameError
+from bench.core.store import Store
+from bench.resolve import (
     Variant,
     load_variants,
     parse_method_spec,

@@ -197,7 +197,7 @@ def test_no_source_says_which_files_to_put_where(tmp_path, no_upstream, monkeypa
 
 
 def test_unknown_weights_name():
-    from bench.registry import UnknownNameError
+    from bench.core.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="lpips-alex, lpips-vgg"):
         acquire("lpips-squeeze")

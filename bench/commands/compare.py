@@ -6,7 +6,9 @@ import argparse
 import glob
 from pathlib import Path
 
-from ..cli import UsageError, command, split_list
+from ..cli import command, split_list
+from ..core.errors import UsageError
+from . import DEFAULT_OUT
 
 SELECTOR_HELP = """\
 selectors: comma-separated FIELD=VALUE terms that must all hold (FIELD!=VALUE excludes; VALUE may list
@@ -29,8 +31,6 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
 
 def store_paths(args: argparse.Namespace) -> list[Path]:
     """The stores to read: every --store (globs expanded, in sorted order), else OUT/results.db."""
-    from .run import DEFAULT_OUT
-
     if not args.store:
         return [Path(args.out or DEFAULT_OUT) / "results.db"]
     paths: list[Path] = []

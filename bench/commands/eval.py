@@ -13,7 +13,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cli import UsageError, command, split_list
+from ..cli import command, split_list
+from ..core.errors import UsageError
 from .run import add_common
 
 
@@ -41,7 +42,7 @@ def _matches(value: str, patterns: list[str]) -> bool:
 def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
               datasets: list[str] | None = None) -> list[FoundRun]:
     """Run directories under out/runs with a saved config that match the filters, in run-id order."""
-    from ..config import RunConfig
+    from ..core.config import RunConfig
 
     found = []
     for cfg_path in sorted((out / "runs").glob("*/config.json")):
@@ -61,34 +62,6 @@ def find_runs(out: Path, runs_glob: str = "*", methods: list[str] | None = None,
     return found
 
 
-def checkpoint_of(found: FoundRun, out: Path) -> Path:
-    """The checkpoint a run's weights come from: its own, or its base method's for a refinement."""
-    from methods import METHODS
-
-    from ..runner import CHECKPOINT, base_checkpoint
-
-    if METHODS.get(found.cfg.method).base_method is not None:
-        return base_checkpoint(found.cfg, out)
-    return found.run_dir / CHECKPOINT
-
-
-def load_trained(cfg, ckpt: dict, data, device):
-    """The run's method with the checkpoint's weights, on the device, laid out as the runner trains it."""
-    import torch
-
-    from ..runner import build_method
-
-    method = build_method(cfg, data)
-    if type(method).base_method is not None:
-        method.load_base_state(ckpt["model"])
-    else:
-        method.load_state_dict(ckpt["model"])
-    method = method.to(device)
-    if cfg.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    return method.eval()
-
-
 def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
     """Selected metrics (names, as select_metrics gives them) stored for this run without all of their current
     result keys."""
@@ -100,13 +73,15 @@ def stale_metrics(store, run_id: str, metrics: list[str]) -> list[str]:
 
 @command("eval", "evaluate finished runs from their checkpoints (never trains); skips stored metrics", _args)
 def run(args: argparse.Namespace) -> int:
+    from methods.trained import load_trained, run_checkpoint
     from metrics import evaluate, named_metrics, select_metrics
 
-    from ..checkpoint import CheckpointError
-    from ..data import check_run_data, load_dataset
-    from ..provenance import code_version, device_name, package_versions, resolve_device
-    from ..runner import load_checkpoint, seed_everything, use_all_cores
-    from ..store import Store
+    from ..core.checkpoint import CheckpointError, load_checkpoint
+    from ..core.data import check_run_data, load_dataset
+    from ..core.device import device_name, resolve_device
+    from ..core.provenance import code_version, package_versions
+    from ..core.store import Store
+    from ..runner import seed_everything, use_all_cores
 
     out = Path(args.out)
     if not (out / "runs").is_dir():
@@ -134,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
         if row and row["status"] == "diverged":
             skipped.append(f"{f.run_id}: diverged in training, nothing to evaluate")
             continue
-        path = checkpoint_of(f, out)
+        path = run_checkpoint(f.cfg, out)
         try:
             ckpt = load_checkpoint(path) if path.exists() else {}
         except CheckpointError as e:  # this run only: the others are evaluated
@@ -150,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
         data = cache[key]
         check_run_data(f.run_dir, data)  # never score a run on other images than it was trained with
         seed_everything(cfg.seed)  # metrics draw from their own generators; this covers any global draw
-        method = load_trained(cfg, ckpt, data, device)
+        try:
+            method = load_trained(cfg, ckpt, path, data, device)
+        except CheckpointError as e:  # weights of another model: this run only
+            skipped.append(f"{f.run_id}: {e}")
+            continue
         own = type(method).base_method is None
         if row is None:  # a run directory copied without its results store: register it first
             store.upsert_run(

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import UsageError, command
-from ..paths import path_under
+from ..cli import command
+from ..core.errors import UsageError
+from ..core.paths import path_under
 from .compare import add_store_args, store_paths
 
 
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..baseline import describe_stores, records_from_stores
     from ..compare import parse_selector
-    from ..store import Store
+    from ..core.store import Store
 
     stores = store_paths(args)
     terms = [f"variant={args.method}"]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import UsageError, command
+from ..cli import command
+from ..core.errors import UsageError
 
 
 def _kinds():
     from methods import METHODS
     from metrics import METRICS
 
-    from ..data import DATASETS
-    from ..protocols import PROTOCOLS
+    from ..core.data import DATASETS
+    from ..core.protocols import PROTOCOLS
 
     return {"methods": METHODS, "datasets": DATASETS, "protocols": PROTOCOLS, "metrics": METRICS}
 

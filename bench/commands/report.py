@@ -6,7 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ..cli import UsageError, command, split_list
+from ..cli import command, split_list
+from ..core.errors import UsageError
+from . import DEFAULT_OUT
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -30,8 +32,6 @@ def report_from_args(store: Path, report_dir: str | None, datasets: list[str], m
 
 @command("report", "render tables, figure grids and plots (report.md, report.html) from a results store", _args)
 def run(args: argparse.Namespace) -> int:
-    from .run import DEFAULT_OUT
-
     store = Path(args.store) if args.store else Path(args.out or DEFAULT_OUT) / "results.db"
     if not store.is_file():
         raise UsageError(f"no results store at {store}; run `python -m bench run --methods ... --out DIR` first, "

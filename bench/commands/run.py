@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import UsageError, command, split_list
-
-DEFAULT_OUT = "bench-out"
+from ..cli import command, split_list
+from ..core.errors import UsageError
+from . import DEFAULT_OUT
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     from metrics import named_metrics
 
     from ..compare import check_tags
-    from ..config import parse_overrides
+    from ..core.config import parse_overrides
+    from ..core.device import resolve_device
     from ..plugins import load_plugins
-    from ..provenance import resolve_device
+    from ..resolve import load_variants, parse_methods, resolve_variant
     from ..runner import execute
-    from ..variants import load_variants, parse_methods, resolve_variant
 
     load_plugins(args.plugin)
     tags = check_tags(args.tag)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress)
     if tags:
-        from ..store import Store
+        from ..core.store import Store
 
         store = Store(out / "results.db")
         for r in results:

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from .. import strict_json
-from ..cli import UsageError, command
-from ..data import IMAGE_EXTS, list_images, pil_to_uint8
-from ..registry import Registry
+from ..cli import command
+from ..core import strict_json
+from ..core.data import IMAGE_EXTS, list_images, pil_to_uint8
+from ..core.errors import UsageError
+from ..core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def _fidelity(key: str):
         from metrics.fidelity import fid_kid, kid_provenance, provenance
         from metrics.weights import inception_weights
 
-        from ..provenance import resolve_device
+        from ..core.device import resolve_device
 
         device = resolve_device(args.device)
         w = inception_weights(args.weights_cache)
@@ -58,7 +59,7 @@ def _fidelity(key: str):
 def _lpips(a: torch.Tensor, b: torch.Tensor, args: argparse.Namespace) -> torch.Tensor:
     from metrics.lpips_metric import lpips_distance
 
-    from ..provenance import resolve_device
+    from ..core.device import resolve_device
 
     return lpips_distance(a, b, net=args.net, device=resolve_device(args.device), cache_dir=args.weights_cache)
 
@@ -205,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
     FEATURES.get(args.dtype)  # unknown values: exit 2 with the valid ones
     if args.net not in LPIPS_NETS:
         raise UsageError(f"unknown --net {args.net!r}; valid: {', '.join(LPIPS_NETS)}")
-    from ..provenance import resolve_device
+    from ..core.device import resolve_device
 
     try:
         resolve_device(args.device)

@@ -6,7 +6,9 @@ import math
 from dataclasses import asdict
 from typing import Any
 
-from .. import strict_json
+from tabulate import tabulate
+
+from ..core import strict_json
 from .stats import REGRESSED, Stats
 from .verdicts import Comparison, Side
 
@@ -48,8 +50,6 @@ def render(c: Comparison, fmt: str = "text") -> str:
     """fmt: "text" (aligned table), "markdown" (GitHub table, e.g. for a PR comment) or "json"."""
     if fmt == "json":
         return strict_json.dumps(to_json(c), indent=2)
-    from tabulate import tabulate
-
     rows = table_rows(c)
     lines = []
     md = fmt == "markdown"

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..cli import UsageError
-from ..provenance import code_version
-from ..variants import split_top_level
+from ..core.errors import UsageError
+from ..core.provenance import code_version
+from ..resolve import split_top_level
 
 
 # --- selectors ------------------------------------------------------------------------------------------

@@ -7,8 +7,10 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from ..cli import UsageError
-from ..provenance import (
+from metrics import direction
+
+from ..core.errors import UsageError
+from ..core.provenance import (
     IGNORED_PROVENANCE,
     SPLIT_DIGESTS,
     WARN_PROVENANCE,
@@ -126,8 +128,6 @@ def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances
             alpha: float = DEFAULT_ALPHA, other_splits: bool = False) -> Comparison:
     """Every (pair, dataset, key) both sides measured, with verdicts; raises ProvenanceMismatch / UsageError.
     other_splits: compare values computed on different train/test splits (different split digests), with a warning."""
-    from metrics import direction
-
     tolerances = tolerances if tolerances is not None else dict(DEFAULT_TOLERANCES)
     patterns = metrics or []
     for side in (base, cand):

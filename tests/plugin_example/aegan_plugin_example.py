@@ -23,7 +23,7 @@ class PlainAEParams:
 
     def __post_init__(self):
         if self.noise < 0:
-            from bench.config import ConfigError
+            from bench.core.config import ConfigError
 
             raise ConfigError("method.noise must be >= 0")
 

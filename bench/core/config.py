@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from .paths import safe_name
+from .priors import PRIORS
 
 
 class ConfigError(ValueError):
@@ -46,8 +47,6 @@ class ModelConfig:
     width: int = 64
 
     def __post_init__(self):
-        from methods.priors import PRIORS
-
         _check(self.latent_dim > 0, "model.latent_dim must be positive")
         _check(self.width >= 4, "model.width must be >= 4")
         _check(self.prior in PRIORS, f"model.prior must be one of {', '.join(PRIORS)}, got {self.prior!r}")

@@ -1,4 +1,6 @@
-"""Variants: a registered method under other config values, defined without code.
+"""Config resolution: the resolved config of one run (defaults <- protocol preset <- the method's own defaults
+and protocol parameters <- overrides, `resolve_config`), and variants: a registered method under other config
+values, defined without code.
 
 Two ways to define one, both validated exactly as `--set` overrides (bench.config.parse_overrides):
 
@@ -21,14 +23,19 @@ A variant is the more specific statement, so it wins over the run-wide ``--set``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .config import ConfigError, RunConfig, parse_overrides
-from .registry import UnknownNameError
+from methods import METHODS
+
+from .core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
+from .core.data import DATASETS
+from .core.protocols import PROTOCOLS
+from .core.registry import UnknownNameError
 
 try:
     import tomllib
@@ -95,8 +102,6 @@ def _merge(*layers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
 
 def load_variants(path: str | Path) -> dict[str, Variant]:
     """Read a TOML file of named variants; bases may be methods or earlier/later variants of the file."""
-    from methods import METHODS
-
     p = Path(path)
     try:
         raw = tomllib.loads(p.read_text())
@@ -154,8 +159,6 @@ def load_variants(path: str | Path) -> dict[str, Variant]:
 
 def parse_method_spec(spec: str, variants: dict[str, Variant] | None = None) -> Variant:
     """'faae', 'faae-lowre' (from a variants file) or 'faae[loss.rec_weight=30,name=x]' -> Variant."""
-    from methods import METHODS
-
     variants = variants or {}
     text = "".join(spec.split())
     head, bracket, rest = text.partition("[")
@@ -204,10 +207,6 @@ def parse_methods(text: str, variants: dict[str, Variant] | None = None) -> list
 def resolve_variant(variant: Variant, dataset: str, protocol: str, seed: int,
                     overrides: dict[str, dict[str, str]] | None = None) -> RunConfig:
     """The run's config: the runner's resolution with the variant's overrides on top of --set ones."""
-    from methods import METHODS
-
-    from .runner import resolve_config
-
     merged = _merge(overrides or {}, variant.overrides)
     if variant.overrides.get("method") and not fields(METHODS.get(variant.base).Params):
         raise ConfigError(f"variant {variant.name!r}: {variant.base} has no method.* parameters; set another section "
@@ -220,3 +219,29 @@ def resolve_variant(variant: Variant, dataset: str, protocol: str, seed: int,
         return resolve_config(variant.base, dataset, protocol, seed, merged, variant=variant.name)
     except ConfigError as e:
         raise ConfigError(f"variant {variant.name!r}: {e}") from None
+
+
+# --- the resolved config of one run ------------------------------------------------------------------------------------
+def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
+                   overrides: dict[str, dict[str, Any]] | None = None, variant: str = "") -> RunConfig:
+    """Defaults <- protocol preset <- the method's own config defaults and protocol params <- user
+    overrides, all validated."""
+    cls = METHODS.get(method)
+    DATASETS.get(dataset)
+    proto = PROTOCOLS.get(protocol)()
+    cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
+    cfg = apply_overrides(cfg, proto.sections(dataset))
+    cfg = apply_overrides(cfg, cls.config_defaults)
+    params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
+    cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
+    if cfg.optim.state == "network" and cfg.optim.lr_adv_scale != 1 and any(p.lr == "adv" for p in cls.phases):
+        raise ConfigError(f"optim.lr_adv_scale={cfg.optim.lr_adv_scale} needs optim.state=phase: with one Adam per "
+                          f"network, {method}'s phases share one learning rate per network (the loss weights set "
+                          "their balance there); add optim.lr_adv_scale=1 to use optim.state=network")
+    if (overrides or {}).get("method") and not dataclasses.fields(cls.Params):
+        # --set applies to every listed method; method parameters belong to one of them
+        keys = ",".join(f"method.{k}=..." for k in overrides["method"])
+        raise ConfigError(f"method {method} has no method.* parameters; set them for one method with "
+                          f"--methods 'NAME[{keys}]' (see `python -m bench list methods`)")
+    resolved = cls.resolve_params(params)
+    return dataclasses.replace(cfg, params=cls.params_dict(resolved))

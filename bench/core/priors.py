@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 
 class Prior:

@@ -1,0 +1,66 @@
+"""A trained method rebuilt from its run directory: the one loader the runner (refinements such as "faae+sc"),
+`bench eval` and the report's figure grids share."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.core.checkpoint import CheckpointError
+from bench.core.config import RunConfig
+
+from .base import METHODS, Method, ModelSpec
+
+#: a run's checkpoint, in its run directory <out>/runs/<run id>/
+CHECKPOINT = "last.pt"
+
+
+def build_method(cfg: RunConfig, data: Any) -> Method:
+    """An untrained method of the run's config, for data of `data.channels` channels at `data.resolution`."""
+    cls = METHODS.get(cfg.method)
+    spec = ModelSpec(channels=data.channels, resolution=data.resolution, latent_dim=cfg.model.latent_dim,
+                     width=cfg.model.width, prior=cfg.model.prior)
+    return cls(spec, cls.resolve_params(cfg.params))
+
+
+def default_params(method: str, protocol: str) -> dict[str, Any]:
+    """A method's own parameters under a protocol, with no override."""
+    cls = METHODS.get(method)
+    return cls.params_dict(cls.resolve_params(getattr(cls, "protocol_params", {}).get(protocol, {})))
+
+
+def run_checkpoint(cfg: RunConfig, out: Path) -> Path:
+    """The checkpoint a run's weights come from: its own, <out>/runs/<run id>/last.pt, or for a refinement its base
+    method's run with the same sections and seed (the refinement does not train)."""
+    base = METHODS.get(cfg.method).base_method
+    if base is not None:
+        cfg = dataclasses.replace(cfg, method=base, variant="", params=default_params(base, cfg.protocol))
+    return out / "runs" / cfg.run_id() / CHECKPOINT
+
+
+def load_weights(method: Method, ckpt: dict[str, Any], path: Path) -> None:
+    """The checkpoint's weights into the method (a refinement takes its base's); a checkpoint of another model is
+    a CheckpointError naming the file."""
+    try:
+        if type(method).base_method is not None:
+            method.load_base_state(ckpt["model"])
+        else:
+            method.load_state_dict(ckpt["model"])
+    except (KeyError, RuntimeError) as e:  # a checkpoint of another model, or one without weights
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CheckpointError(path, f"does not fit the run's model ({line})") from None
+
+
+def load_trained(cfg: RunConfig, ckpt: dict[str, Any], path: Path, data: Any,
+                 device: torch.device | str = "cpu") -> Method:
+    """The run's method with the weights of `ckpt` (read from `path`), on the device, laid out as the runner
+    trains it, in eval mode."""
+    method = build_method(cfg, data)
+    load_weights(method, ckpt, path)
+    method = method.to(device)
+    if cfg.train.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    return method.eval()
