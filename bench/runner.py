@@ -221,7 +221,12 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
     run_id = cfg.run_id()
     run_dir = out / "runs" / run_id
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    claim = acquire(run_dir / LEASE)
+    try:
+        claim = acquire(run_dir / LEASE)
+    except OSError as e:
+        if (err := as_no_space(e, run_dir / LEASE)) is None:
+            raise
+        return _failed(store, run_id, run_dir, err)
     if isinstance(claim, Held):
         return RunResult(run_id, run_dir, "skipped", f"another process holds it: {claim.describe()}")
     with claim as lease:
@@ -237,10 +242,15 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
             err = e if isinstance(e, CheckpointError) else as_no_space(e, run_dir)
             if err is None:
                 raise
-            with contextlib.suppress(sqlite3.Error):  # the store may sit on the same full disk
-                if store.get_run(run_id) is not None:
-                    store.set_status(run_id, "failed", str(err))
-            return RunResult(run_id, run_dir, "failed", str(err))
+            return _failed(store, run_id, run_dir, err)
+
+
+def _failed(store: Store, run_id: str, run_dir: Path, err: Exception) -> RunResult:
+    """A run that failed without a traceback (damaged checkpoint, full disk): the store says so."""
+    with contextlib.suppress(sqlite3.Error):  # the store may sit on the same full disk
+        if store.get_run(run_id) is not None:
+            store.set_status(run_id, "failed", str(err))
+    return RunResult(run_id, run_dir, "failed", str(err))
 
 
 def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, device: torch.device, lease: Lease,

@@ -81,13 +81,19 @@ def test_an_unreadable_lease_waits_for_the_timeout(tmp_path):
 
 def test_the_heartbeat_refreshes_and_a_lost_lease_is_noticed(tmp_path):
     path = tmp_path / "lease.json"
-    lease = acquire(path, timeout=1.0)  # beats every 0.2 s
-    with lease:
+    with acquire(path, timeout=1.0):  # beats every 0.2 s
         before = read_lease(path).heartbeat
         time.sleep(0.8)
         assert read_lease(path).heartbeat > before
-        # another process took the run over (our heartbeat had stopped for longer than the timeout)
+    lease = acquire(path, timeout=3600)  # its first beat is 30 s away: none races the takeover below
+    with lease:
+        lease.check()
+        # another process took the run over (our heartbeat had stopped for longer than the timeout): it
+        # moved our file aside and created its own
+        path.rename(tmp_path / "aside")
         write_lease(path, pid=dead_pid(), token="someone-else")
+        lease.beat()  # a late heartbeat goes to our old file, not over the new holder's
+        assert read_lease(path).token == "someone-else"
         with pytest.raises(LeaseLost, match="taken over"):
             lease.check()
     assert read_lease(path).token == "someone-else"  # releasing a lost lease leaves the new holder's file

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .tempfiles import HOST, process_gone, replace_text, temp_path
+from .tempfiles import HOST, process_gone, temp_path
 
 TIMEOUT_ENV = "AEGAN_BENCH_LEASE_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 300.0
@@ -91,32 +91,44 @@ def stale_reason(path: Path, info: LeaseInfo | None, timeout: float, now: float 
 
 class Lease:
     """A held lease. Use as a context manager: the heartbeat thread runs inside, the lease is released at
-    the end (also on errors; a killed process leaves it behind for the next claimant to take over)."""
+    the end (also on errors; a killed process leaves it behind for the next claimant to take over).
 
-    def __init__(self, path: Path, info: LeaseInfo, timeout: float, took_over: str | None = None):
+    The holder keeps its lease file open and writes heartbeats through that descriptor: once the file has
+    been taken over (moved away, another created in its place), a late heartbeat lands in the old file and
+    never overwrites the new holder's."""
+
+    def __init__(self, path: Path, info: LeaseInfo, timeout: float, fd: int, took_over: str | None = None):
         self.path = path
         self.info = info
         self.timeout = timeout
         #: why the previous lease was abandoned, when this one replaced it
         self.took_over = took_over
+        self._fd = fd
+        self._lock = threading.Lock()  # the heartbeat thread and release() share the descriptor
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost: str | None = None
 
     # --- heartbeat --------------------------------------------------------------------------------------
     def _still_ours(self) -> bool:
+        """Whether the file at our path is still the one we created."""
+        try:
+            mine, there = os.fstat(self._fd), os.stat(self.path)
+            if (mine.st_dev, mine.st_ino) == (there.st_dev, there.st_ino):
+                return True
+        except (FileNotFoundError, OSError):
+            pass
         current = read_lease(self.path)
-        if current is not None and current.token == self.info.token:
-            return True
         self._lost = f"lease {self.path} was taken over" + (f" by {current.describe()}" if current else "")
         return False
 
     def beat(self) -> None:
-        """Refresh the heartbeat (only while the file still holds our token)."""
-        if self._lost or not self._still_ours():
-            return
-        self.info = LeaseInfo(**{**asdict(self.info), "heartbeat": time.time()})
-        replace_text(self.path, json.dumps(asdict(self.info)))
+        """Refresh the heartbeat in our lease file."""
+        with self._lock:
+            if self._fd < 0 or self._lost or not self._still_ours():
+                return
+            self.info = LeaseInfo(**{**asdict(self.info), "heartbeat": time.time()})
+            _write_fd(self._fd, json.dumps(asdict(self.info)))
 
     def note(self, **record: Any) -> None:
         """Add an event of this lease (e.g. "train from step N") to the claims history."""
@@ -125,8 +137,8 @@ class Lease:
 
     def check(self) -> None:
         """Raise LeaseLost when another process has taken the run over (called before each write)."""
-        if self._lost or not self._still_ours():
-            raise LeaseLost(self._lost)
+        if self._lost or self._fd < 0 or not self._still_ours():
+            raise LeaseLost(self._lost or f"lease {self.path} was released")
 
     def _beat_loop(self) -> None:
         interval = max(0.2, min(30.0, self.timeout / 5))
@@ -139,11 +151,15 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        _HELD.discard(self.info.token)
-        current = read_lease(self.path)
-        if current is not None and current.token == self.info.token:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+        with self._lock:
+            if self._fd < 0:
+                return
+            _HELD.discard(self.info.token)
+            if self._still_ours():
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> Lease:
         self._thread = threading.Thread(target=self._beat_loop, name=f"lease {self.path}", daemon=True)
@@ -162,7 +178,7 @@ class Held:
     holder: LeaseInfo | None
 
     def describe(self) -> str:
-        return self.holder.describe() if self.holder else "a process that is still writing its lease"
+        return self.holder.describe() if self.holder else "a process whose lease is being written"
 
 
 def history_path(path: Path) -> Path:
@@ -188,11 +204,15 @@ def acquire(path: str | Path, timeout: float | None = None) -> Lease | Held:
             if _remove_if_unchanged(path, current):
                 took_over = reason
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(asdict(info)))
+        try:
+            _write_fd(fd, json.dumps(asdict(info)))
+        except OSError:  # e.g. a full disk: leave no empty lease behind
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         _HELD.add(info.token)
         _append(history_path(path), {"event": "claim", **asdict(info), "took_over": took_over})
-        return Lease(path, info, timeout, took_over)
+        return Lease(path, info, timeout, fd, took_over)
     return Held(path, read_lease(path))
 
 
@@ -213,6 +233,13 @@ def _remove_if_unchanged(path: Path, seen: LeaseInfo | None) -> bool:
         return False
     aside.unlink()
     return True
+
+
+def _write_fd(fd: int, text: str) -> None:
+    # readers may see a half-written file: they take it for a lease still being written (held)
+    data = text.encode()
+    os.pwrite(fd, data, 0)
+    os.ftruncate(fd, len(data))
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
