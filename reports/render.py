@@ -24,6 +24,7 @@ from bench.core.tempfiles import remove_orphans, replace_text
 
 from . import grids as G
 from . import plots as P
+from .claims import Claim, check_all, describe
 from .results import DONE, Results, Run, load_results
 from .tables import Table, build_tables, markdown_escape, to_csv, to_html, to_latex, to_markdown
 
@@ -54,6 +55,14 @@ class Bullets:
 class TableBlock:
     table: Table
     files: dict[str, str]
+
+
+@dataclass
+class Notes:
+    """Lines shown on demand: a collapsed <details> block in HTML, a list of small lines in Markdown."""
+
+    summary: str
+    lines: list[str]
 
 
 @dataclass
@@ -100,8 +109,9 @@ def to_markdown_doc(doc: Document) -> str:
             out += [f"- {_md_item(i)}" for i in b.items] + [""]
         elif isinstance(b, TableBlock):
             out += [to_markdown(b.table), ""]
-            out += [f"<sub>{esc(n)}</sub>  " for n in b.table.footnotes]
-            out += ["", "Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()), ""]
+            out += ["<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
+        elif isinstance(b, Notes):
+            out += [f"**{esc(b.summary)}**", ""] + [f"<sub>{esc(n)}</sub>  " for n in b.lines] + [""]
         elif isinstance(b, Figure):
             out += [f"![{esc(b.title)}]({b.rel})", "", f"*{esc(b.title)}.* {esc(b.caption)}", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -144,9 +154,11 @@ def to_html_doc(doc: Document) -> str:
             body.append("<ul>" + "".join(f"<li>{_html_item(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, TableBlock):
             body.append(f'<div class="scroll">{to_html(b.table)}</div>')
-            body += [f'<p class="small">{html.escape(n)}</p>' for n in b.table.footnotes]
             links = ", ".join(f'<a href="{html.escape(v)}">{html.escape(k)}</a>' for k, v in b.files.items())
             body.append(f'<p class="small">Files: {links}</p>')
+        elif isinstance(b, Notes):  # collapsed by default: the figures follow the numbers closely
+            items = "".join(f'<p class="small">{html.escape(n)}</p>' for n in b.lines)
+            body.append(f"<details><summary>{html.escape(b.summary)}</summary>{items}</details>")
         elif isinstance(b, Figure):
             data = base64.b64encode(b.path.read_bytes()).decode()
             body.append(f'<figure><img alt="{html.escape(b.title)}" src="data:image/png;base64,{data}">'
@@ -367,8 +379,15 @@ def _write(path: Path, text: str) -> None:
     replace_text(path, text)  # a temporary name of its own: reports of two processes may overlap
 
 
+def claim_blocks(table: Table, results: Results, claims: list[Claim] | None) -> list[Any]:
+    checked = check_all(table, results.values, claims)
+    if not checked:
+        return []
+    return [Heading(4, "Claims"), Bullets([describe(c) for c in checked])]
+
+
 def build_document(results: Results, report_dir: Path, data_root: str | None = None, grids: bool = True,
-                   plots: bool = True, log=print) -> Document:
+                   plots: bool = True, log=print, claims: list[Claim] | None = None) -> Document:
     from bench.core.data import DATASETS
 
     doc = Document("aegan-bench report")
@@ -389,7 +408,16 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
         for table in [t for t in tables if t.dataset == ds]:
             doc.add(Heading(3, table.title, table.slug))
             doc.add(*protocol_blocks(table))
-            doc.add(TableBlock(table, write_tables(table, report_dir)))
+            views = table.views()
+            for i, view in enumerate(views):
+                if i == 1:
+                    doc.add(Heading(4, "Detail tables"))
+                if i:
+                    doc.add(Para(view.view.replace("-", " ").capitalize(), True))
+                doc.add(TableBlock(view, write_tables(view, report_dir)))
+                if view.view == "main":
+                    doc.add(*claim_blocks(table, results, claims))
+            doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes))
             if grids:
                 doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged))
             if plots:
@@ -418,16 +446,16 @@ def default_report_dir(store_path: str | Path, report_dir: str | Path | None = N
 
 def write_report(store_path: str | Path, report_dir: str | Path | None = None, datasets: list[str] | None = None,
                  methods: list[str] | None = None, data_root: str | None = None, grids: bool = True,
-                 plots: bool = True, log=print) -> Path:
+                 plots: bool = True, log=print, claims: list[Claim] | None = None) -> Path:
     """Render the report of a results store; returns the path of report.html. `grids` and `plots` off leave
-    the figures out (tables and text only)."""
+    the figures out (tables and text only); `claims` are checked beside the registered ones."""
     store_path = Path(store_path)
     report_dir = default_report_dir(store_path, report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     # temporaries of report writers that were killed
     remove_orphans(report_dir, report_dir / "figures", report_dir / "tables")
     results = load_results(store_path, datasets, methods)
-    doc = build_document(results, report_dir, data_root, grids, plots, log)
+    doc = build_document(results, report_dir, data_root, grids, plots, log, claims)
     _write(report_dir / "report.md", to_markdown_doc(doc))
     _write(report_dir / "report.html", to_html_doc(doc))
     return report_dir / "report.html"

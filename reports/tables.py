@@ -7,6 +7,8 @@ into a further table of the same protocol, never into the same one.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import html
 import io
 import json
@@ -99,6 +101,8 @@ class Table:
     #: key -> metric name
     metric_of: dict[str, str]
     footnotes: list[str] = field(default_factory=list)
+    #: "" for the whole table, else the name of a view (see VIEWS): the same rows, a subset of the keys
+    view: str = ""
 
     @property
     def runs(self) -> list[Run]:
@@ -108,12 +112,46 @@ class Table:
     def slug(self) -> str:
         """File-name stem and anchor of the table; dataset and protocol come from the store, so made safe."""
         suffix = f"-{self.part}" if self.parts > 1 else ""
-        return safe_name(f"{self.dataset}-{self.protocol}{suffix}")
+        view = f"-{self.view}" if self.view else ""
+        return safe_name(f"{self.dataset}-{self.protocol}{suffix}{view}")
 
     @property
     def title(self) -> str:
         part = f" (part {self.part} of {self.parts}: evaluation settings differ)" if self.parts > 1 else ""
-        return f"{self.dataset}, protocol {self.protocol}{part}"
+        view = f": {self.view}" if self.view else ""
+        return f"{self.dataset}, protocol {self.protocol}{part}{view}"
+
+    def views(self) -> list[Table]:
+        """The main table (the few numbers a paper prints) and one detail table per family of keys, each narrow
+        enough for a page; every key of the table is in exactly one family."""
+        out = []
+        main = [k for k in MAIN_KEYS if k in self.keys]
+        if main:
+            out.append(dataclasses.replace(self, keys=main, view="main"))
+        taken: set[str] = set()
+        for name, patterns in FAMILIES.items():
+            keys = [k for k in self.keys if k not in taken and any(fnmatch.fnmatchcase(k, p) for p in patterns)]
+            taken.update(keys)
+            if keys:
+                out.append(dataclasses.replace(self, keys=keys, view=name))
+        return out
+
+
+#: the main table's keys, with the short headers of the terminal summary
+MAIN_KEYS: dict[str, str] = {
+    "recon_mse": "MSE", "lpips": "LPIPS", "fid_samples": "FID", "fid_recon": "FID rec",
+    "reencode_ratio": "re-enc", "recon_sharpness_ratio": "sharp", "precision_samples": "prec",
+    "recall_samples": "recall",
+}
+#: detail tables: family -> key globs, in order; a key goes to the first family it matches ("*": the rest)
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "reconstruction": ("recon_*", "lpips"),
+    "recon-distribution": ("*_recon",),
+    "generation": ("*_samples", "sample_*"),
+    "latent": ("reencode_*", "cycle_*", "probe_*"),
+    "speed": ("*_per_s",),
+    "other": ("*",),
+}
 
 
 # --- building -------------------------------------------------------------------------------------------

@@ -26,14 +26,17 @@ def test_run_smoke_end_to_end(tmp_path, tmp_cache):
             "--out", str(out), "--no-progress", "--no-report")
     assert r.returncode == 0, r.stderr
     assert "recon_mse" in r.stdout and "reencode_ratio" in r.stdout
+    table = [line for line in r.stdout.splitlines() if line.startswith("|")]
+    assert table and "re-enc" in table[0] and max(map(len, table)) <= 100  # the compact closing summary
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 4 and all((out / "runs" / d / "last.pt").exists() for d in runs)
     assert all(list((out / "runs" / d / "samples").glob("*.png")) for d in runs)
     # the same command again retrains nothing and stores nothing twice
     mtimes = {d: (out / "runs" / d / "last.pt").stat().st_mtime_ns for d in runs}
     again = cli("run", "--methods", "faae,aae", "--dataset", "mnist5k", "--protocol", "smoke", "--seeds", "0,1",
-                "--out", str(out), "--no-progress", "--no-report")
+                "--out", str(out), "--no-progress", "--no-report", "--wide")
     assert again.returncode == 0, again.stderr
+    assert "recon_mse_random_pair" in again.stdout  # --wide: every stored key
     assert mtimes == {d: (out / "runs" / d / "last.pt").stat().st_mtime_ns for d in runs}
     import sqlite3
 

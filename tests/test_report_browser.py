@@ -21,7 +21,12 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 #: writes each image's naturalWidth (0 when it did not decode) into the DOM once the page has loaded
 PROBE = ("<script>window.addEventListener('load', () => { document.body.setAttribute('data-img-status', "
-         "JSON.stringify(Array.from(document.images, i => (i.complete ? i.naturalWidth : 0)))); });</script>")
+         "JSON.stringify(Array.from(document.images, i => (i.complete ? i.naturalWidth : 0)))); "
+         # how far right the widest table reaches, against the viewport: a table wider than the page overflows
+         "document.body.setAttribute('data-table-right', JSON.stringify([Math.max(...Array.from("
+         "document.querySelectorAll('table'), t => t.getBoundingClientRect().right)), window.innerWidth])); "
+         "document.body.setAttribute('data-open-details', document.querySelectorAll('details[open]').length + '/' "
+         "+ document.querySelectorAll('details').length); });</script>")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)")]
@@ -41,15 +46,19 @@ def test_report_html_in_chromium(tmp_path_factory, tmp_path):
 
     probe = tmp_path / "probe.html"  # a copy with the probe: the report itself carries no script
     probe.write_text(html.replace("</body>", PROBE + "</body>"))
-    r = chromium(tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
+    r = chromium(tmp_path, "--window-size=1280,2000", "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     assert r.returncode == 0, r.stderr[-2000:]
     m = re.search(r'data-img-status="([^"]*)"', r.stdout)
     assert m, "the probe did not run: " + r.stdout[:500]
     widths = json.loads(m.group(1).replace("&quot;", '"'))
     assert len(widths) == n_img and all(w > 0 for w in widths), widths
     dom = r.stdout
-    assert dom.count('<table class="dataframe results"') == 1
+    assert dom.count('<table class="dataframe results"') >= 3  # the main table and the detail tables
     assert "recon_mse ↓" in dom and "<strong>" in dom
+    right, width = json.loads(re.search(r'data-table-right="([^"]*)"', dom).group(1))
+    assert width == 1280 and right <= width, (right, width)  # no table overflows a 1,280 px page
+    opened, total = re.search(r'data-open-details="(\d+)/(\d+)"', dom).groups()
+    assert opened == "0" and int(total) >= 1  # the provenance is collapsed by default
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"

@@ -190,14 +190,25 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
     rep = html_path.parent
     assert html_path.name == "report.html"
     tables = {p.name for p in (rep / "tables").iterdir()}
-    assert tables == {"mnist5k-smoke.md", "mnist5k-smoke.csv", "mnist5k-smoke.tex"}
+    views = {name.rsplit(".", 1)[0].removeprefix("mnist5k-smoke-") for name in tables}
+    from reports.tables import FAMILIES
+
+    assert {"main", "reconstruction", "latent"} <= views <= {"main", *FAMILIES}
+    assert tables == {f"mnist5k-smoke-{v}.{ext}" for v in views for ext in ("md", "csv", "tex")}
     figures = {p.name for p in (rep / "figures").iterdir()}
     assert {f"mnist5k-smoke-{k}.png" for k in ("recon", "samples", "morph", "losses", "metrics", "throughput")} \
         == figures  # no side-view grid: that one is for celeba
 
     # the CSV holds mean and sample std over the 2 seeds of what the store holds, rows in registry order
-    csv = pd.read_csv(rep / "tables" / "mnist5k-smoke.csv")
+    # the detail tables hold every key exactly once; the main table a few of them
+    details = [pd.read_csv(rep / "tables" / f"mnist5k-smoke-{v}.csv") for v in sorted(views - {"main"})]
+    keys = [c for d in details for c in d.columns if f"{c}_std" in d.columns]
+    assert len(keys) == len(set(keys)) and set(keys) == {k for _, k in _store_means(smoke_out / "results.db")}
+    csv = pd.concat([d.set_index("method") for d in details], axis=1).reset_index()
+    csv = csv.loc[:, ~csv.columns.duplicated()]
     assert list(csv["method"]) == ["faae", "aae"] and list(csv["seeds"]) == [2, 2]
+    main = pd.read_csv(rep / "tables" / "mnist5k-smoke-main.csv")
+    assert {"recon_mse", "reencode_ratio"} <= set(main.columns) and "recon_psnr" not in main.columns
     for (variant, key), vals in _store_means(smoke_out / "results.db").items():
         row = csv[csv["method"] == variant].iloc[0]
         assert row[key] == pytest.approx(statistics.fmean(vals), rel=1e-12)
@@ -209,12 +220,14 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
     md = (rep / "report.md").read_text()
     assert "## Dataset mnist5k" in md and "| faae " in md and "**" in md
     assert "(figures/mnist5k-smoke-recon.png)" in md and "/runs/faae-mnist5k-smoke-s0-" in md
-    tex = (rep / "tables" / "mnist5k-smoke.tex").read_text()
+    tex = (rep / "tables" / "mnist5k-smoke-main.tex").read_text()
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"recon\_mse $\downarrow$" in tex and r"\textbf{" in tex
     html = html_path.read_text()
     # self-contained: every image inline, none linked from disk
     assert html.count("<img") == html.count('src="data:image/png;base64,') == 6
-    assert 'class="dataframe results"' in html
+    assert html.count('class="dataframe results"') == len(views)
+    # provenance on demand: collapsed, after the tables
+    assert "<details><summary>Provenance and notes" in html and "<details open" not in html
     # the recon grid: real images, faae, aae, one row each
     from PIL import Image
 
@@ -291,10 +304,12 @@ def test_report_with_missing_metrics_and_split_tables(smoke_out, tmp_path):
     write_report(out / "results.db", out / "report", grids=False, plots=False, log=quiet)
     md = (out / "report" / "report.md").read_text()
     assert "mnist5k, protocol smoke (part 1 of 2: evaluation settings differ)" in md
-    table_md = (out / "report" / "tables" / "mnist5k-smoke-1.md").read_text()
-    aae_line = next(line for line in table_md.splitlines() if line.startswith("| aae"))
-    assert aae_line.count("n/a") == 3 and aae_line.count("—") == 2
-    assert "n_images=32" in (out / "report" / "tables" / "mnist5k-smoke-2.md").read_text()
+    tables_dir = out / "report" / "tables"
+    # the detail tables of part 1 (the main table repeats some keys) hold each key once
+    table_md = "".join(p.read_text() for p in sorted(tables_dir.glob("mnist5k-smoke-1-*.md")) if "-main" not in p.name)
+    aae_lines = [line for line in table_md.splitlines() if line.startswith("| aae")]
+    assert sum(line.count("n/a") for line in aae_lines) == 3 and sum(line.count("—") for line in aae_lines) == 2
+    assert "n_images=32" in "".join(p.read_text() for p in tables_dir.glob("mnist5k-smoke-2-*.md"))
     assert "n_images=32" not in table_md
 
 
@@ -334,7 +349,7 @@ def test_report_command(smoke_out, tmp_path, capsys):
     rep = tmp_path / "only-aae"
     assert main(["report", "--out", str(smoke_out), "--report-dir", str(rep), "--methods", "aae*", "--no-figures"]) == 0
     assert str(rep / "report.html") in capsys.readouterr().out
-    csv = pd.read_csv(rep / "tables" / "mnist5k-smoke.csv")
+    csv = pd.read_csv(rep / "tables" / "mnist5k-smoke-main.csv")
     assert list(csv["method"]) == ["aae"]
     assert main(["report", "--out", str(smoke_out), "--datasets", "cifar10"]) == 2
     assert "no run in" in capsys.readouterr().err

@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     from reports.summary import summary_table
 
     if evaluated:
-        print(summary_table(out / "results.db", evaluated))
+        print(summary_table(out / "results.db", evaluated, wide=args.wide))
     for line in skipped:
         print(f"skipped {line}")
     return 1 if skipped else 0

@@ -21,13 +21,18 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default=None,
                    help="where the datasets live (or $AEGAN_BENCH_DATA): the grids show held-out images")
     p.add_argument("--no-figures", action="store_true", help="tables and text only: no grids, no plots")
+    p.add_argument("--claims", default=None, metavar="FILE.toml",
+                   help="more claims to check beside the registered ones (see reports/claims.py for the format)")
 
 
 def report_from_args(store: Path, report_dir: str | None, datasets: list[str], methods: list[str],
-                     data_root: str | None, figures: bool = True) -> Path:
+                     data_root: str | None, figures: bool = True, claims_file: str | None = None) -> Path:
+    from reports.claims import load_claims
     from reports.render import write_report
 
-    return write_report(store, report_dir, datasets or None, methods or None, data_root, grids=figures, plots=figures)
+    claims = load_claims(claims_file) if claims_file else None
+    return write_report(store, report_dir, datasets or None, methods or None, data_root, grids=figures, plots=figures,
+                        claims=claims)
 
 
 @command("report", "render tables, figure grids and plots (report.md, report.html) from a results store", _args)
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot write the report to {where} ({e.strerror}); pass --report-dir DIR") from None
     if not os.access(where, os.W_OK):
         raise UsageError(f"cannot write the report to {where} (not writable); pass --report-dir DIR")
-    path = report_from_args(store, args.report_dir, datasets, methods, args.data_root, not args.no_figures)
+    path = report_from_args(store, args.report_dir, datasets, methods, args.data_root, not args.no_figures,
+                            args.claims)
     print(f"report: {path} and {path.with_suffix('.md')}")
     return 0

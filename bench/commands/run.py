@@ -18,6 +18,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default="", help="comma-separated metric names or globs (default: all default metrics)")
     p.add_argument("--overwrite", action="store_true", help="retrain and re-evaluate instead of resuming / skipping")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--wide", action="store_true",
+                   help="print every stored value in the closing summary (default: the main numbers, 100 columns)")
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
             store.add_tags(r.run_id, tags)
     from reports.summary import summary_table
 
-    print(summary_table(out / "results.db", [r.run_id for r in results]))
+    print(summary_table(out / "results.db", [r.run_id for r in results], wide=args.wide))
     # a run another process holds is that process's to finish: skipping it is no failure
     bad = [r for r in results if r.status not in ("done", "skipped")]
     for r in results:

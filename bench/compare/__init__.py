@@ -31,17 +31,7 @@ A candidate run that diverged counts as a regression.
 
 from __future__ import annotations
 
-from .render import render, table_rows, to_json
-from .selectors import (
-    SELECTOR_FIELDS,
-    RunRecord,
-    Selector,
-    Term,
-    check_tags,
-    parse_selector,
-    records_from_store,
-)
-from .stats import (
+from ..core.stats import (
     DEFAULT_ALPHA,
     DEFAULT_TOLERANCE,
     DEFAULT_TOLERANCES,
@@ -55,6 +45,16 @@ from .stats import (
     compare_values,
     parse_tolerances,
     tolerance_for,
+)
+from .render import render, table_rows, to_json
+from .selectors import (
+    SELECTOR_FIELDS,
+    RunRecord,
+    Selector,
+    Term,
+    check_tags,
+    parse_selector,
+    records_from_store,
 )
 from .verdicts import Comparison, KeyVerdict, ProvenanceMismatch, Side, compare
 

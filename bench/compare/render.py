@@ -9,7 +9,7 @@ from typing import Any
 from tabulate import tabulate
 
 from ..core import strict_json
-from .stats import REGRESSED, Stats
+from ..core.stats import REGRESSED, Stats
 from .verdicts import Comparison, Side
 
 

@@ -19,8 +19,7 @@ from ..core.provenance import (
     matches_any,
     settings,
 )
-from .selectors import RunRecord
-from .stats import (
+from ..core.stats import (
     DEFAULT_ALPHA,
     DEFAULT_TOLERANCES,
     IMPROVED,
@@ -33,6 +32,7 @@ from .stats import (
     compare_values,
     tolerance_for,
 )
+from .selectors import RunRecord
 
 
 class ProvenanceMismatch(UsageError):

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-from ..core.errors import UsageError
-from ..core.provenance import HIGHER, LOWER
+from .errors import UsageError
+from .provenance import HIGHER, LOWER
 
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_ALPHA = 0.05
