@@ -1,0 +1,92 @@
+"""`bench sweep`: a real local sweep through submitit (every job its own process), its --status, a rerun that
+finds everything done, and bad flags."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+from bench.core.store import Store
+from bench.sweep import local_cores
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = ["--methods", "faae,aae,faae+sc", "--dataset", "mnist5k", "--protocol", "smoke", "--metrics", "mse",
+        "--executor", "local", "--workers", "2"]
+
+
+def _events(run_dir: Path, event: str) -> list[dict]:
+    lines = (run_dir / "lease.history.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+@pytest.mark.slow
+def test_local_sweep_runs_each_job_once_then_status_and_rerun(tmp_path, shared_cache, capsys):
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "bench", "sweep", *GRID, "--out", str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "running 2" in r.stderr  # two workers at once, as the live counts show
+
+    state = json.loads((out / "sweep" / "state.json").read_text())
+    runs = {x["method"]: x for x in state["runs"]}
+    assert set(runs) == {"faae", "aae", "faae+sc"} and state["executor"] == "local"
+    assert all(x["status"] == "done" for x in runs.values())
+    assert len({x["job_id"] for x in runs.values()}) == 3  # one job per run
+    assert runs["faae+sc"]["base"] == runs["faae"]["run_id"]
+    assert len(list((out / "sweep" / "jobs").glob("*_result.pkl"))) == 3  # submitit's folder
+
+    store = Store(out / "results.db", readonly=True)
+    for x in runs.values():
+        row = store.get_run(x["run_id"])
+        assert row["status"] == "done", row
+        assert store.metrics_done(x["run_id"]) == {"mse"}
+        # the job's threads: cores shared out among the two workers
+        assert row["device"] == f"cpu:{max(1, local_cores() // 2)} threads"
+    for name in ("faae", "aae"):  # trained once: one claim, one training, each logged step once
+        run_dir = out / "runs" / runs[name]["run_id"]
+        assert len(_events(run_dir, "claim")) == 1 and len(_events(run_dir, "train")) == 1
+        steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        assert steps == [2, 4, 6]
+    # the refinement was claimed after its base had finished training
+    base_done = (out / "runs" / runs["faae"]["run_id"] / "last.pt").stat().st_mtime
+    assert _events(out / "runs" / runs["faae+sc"]["run_id"], "claim")[0]["started"] >= base_done
+
+    assert main(["sweep", "--status", "--out", str(out)]) == 0
+    shown = capsys.readouterr().out
+    for x in runs.values():
+        line = next(line for line in shown.splitlines() if line.startswith(x["run_id"]))
+        assert x["job_id"] in line and " done" in line
+
+    # the same sweep again: nothing to submit, nothing retrained
+    files = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*") if p.is_file()}
+    assert main(["sweep", *GRID, "--out", str(out)]) == 0
+    shown = capsys.readouterr()
+    assert shown.out.count("already done") == 3 and "submitted" not in shown.err
+    assert files == {p: p.stat().st_mtime_ns for p in files}
+    assert len(list((out / "sweep" / "jobs").glob("*_result.pkl"))) == 3
+    assert main(["sweep", "--status", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize("args, expect", [
+    (["--executor", "cluster"], "unknown --executor 'cluster'; valid: auto, local, slurm"),
+    (["--workers", "0"], "--workers must be an integer >= 1, got 0"),
+    (["--time-min", "-5"], "--time-min must be an integer >= 1"),
+])
+def test_bad_flags_exit_2(args, expect, tmp_path, capsys):
+    assert main(["sweep", "--methods", "faae", "--out", str(tmp_path / "o"), *args]) == 2
+    assert expect in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything was written
+
+
+def test_status_without_sweep_and_methods_missing(tmp_path, capsys):
+    assert main(["sweep", "--status", "--out", str(tmp_path)]) == 2
+    assert "no sweep at" in capsys.readouterr().err
+    assert main(["sweep", "--out", str(tmp_path)]) == 2
+    assert "--methods is required" in capsys.readouterr().err
