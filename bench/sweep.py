@@ -27,9 +27,10 @@ from metrics import select_metrics
 from .core.config import RunConfig
 from .core.device import resolve_device
 from .core.errors import UsageError
+from .core.lease import lease_timeout, read_lease, stale_reason
 from .core.store import Store
 from .plugins import load_plugins
-from .runner import check_bases, execute
+from .runner import LEASE, check_bases, execute
 from .sweep_state import (
     FINISHED,
     SLURM_WAITING,
@@ -82,6 +83,17 @@ def already_done(store: Store | None, cfg: RunConfig, metrics: list[str] | None)
     if row is None or row["status"] != "done":
         return False
     return set(select_metrics(metrics, cfg.eval.pretrained)) <= store.metrics_done(cfg.run_id())
+
+
+def holder(run_dir: Path) -> str | None:
+    """Who holds the run's lease while that process lives (bench.core.lease), else None."""
+    path = run_dir / LEASE
+    if not path.exists():
+        return None
+    info = read_lease(path)
+    if stale_reason(path, info, lease_timeout()) is not None:
+        return None
+    return info.describe() if info else "a process still writing its lease"
 
 
 def make_executor(folder: Path, opts: SweepOptions, device: str) -> submitit.AutoExecutor:
@@ -166,6 +178,24 @@ class Sweep:
             return "wait"
         return f"its base run {base.run_id} was {base.status}: {base.message}"
 
+    def _held(self, run: SweepRun) -> bool:
+        """Whether another live process (e.g. a job of an interrupted earlier sweep) holds the run: then it
+        waits instead of being given a job that would skip it; once released it may be done already."""
+        who = holder(self.out / "runs" / run.run_id)
+        if who is not None:
+            if not run.message:
+                self.log(f"{run.run_id}: waiting, another process holds it: {who}")
+            run.message = f"waiting for {who}"
+            return True
+        if run.message:  # it was held: finished by its holder?
+            run.message = ""
+            db = self.out / "results.db"
+            store = Store(db, readonly=True) if db.is_file() else None
+            if not self.call_args[-1] and already_done(store, self.cfgs[run.run_id], self.call_args[3]):
+                run.status, run.message = "done", "finished by another process"
+                return True
+        return False
+
     def _submit_ready(self) -> None:
         """Locally: start queued runs while fewer than --workers jobs run, each refinement after its base."""
         active = sum(1 for rid in self.jobs if self.runs[rid].status == "running")
@@ -175,7 +205,8 @@ class Sweep:
                 continue
             block = self._base_blocks(run)
             if block is None:
-                ready.append(run.run_id)
+                if not self._held(run):
+                    ready.append(run.run_id)
             elif block != "wait":
                 run.status, run.message = "skipped", block
         if ready:

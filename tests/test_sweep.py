@@ -7,12 +7,16 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from bench.cli import main
+from bench.core.lease import acquire
 from bench.core.store import Store
+from bench.resolve import resolve_config
+from bench.runner import LEASE
 from bench.sweep import local_cores
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,20 +29,42 @@ def _events(run_dir: Path, event: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["event"] == event]
 
 
+def _state(out: Path) -> dict | None:
+    try:
+        return json.loads((out / "sweep" / "state.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
 @pytest.mark.slow
 def test_local_sweep_runs_each_job_once_then_status_and_rerun(tmp_path, shared_cache, capsys):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "bench", "sweep", *GRID, "--out", str(out)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "running 2" in r.stderr  # two workers at once, as the live counts show
+    # this process holds aae's run, as a job of an interrupted earlier sweep would: the sweep waits for it
+    aae_dir = out / "runs" / resolve_config("aae", "mnist5k", "smoke", 0).run_id()
+    aae_dir.mkdir(parents=True)
+    lease = acquire(aae_dir / LEASE)
+    sweep = subprocess.Popen([sys.executable, "-m", "bench", "sweep", *GRID, "--out", str(out)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (st := _state(out)) is None or st["runs"][0]["status"] != "done":  # faae, its first run
+            assert sweep.poll() is None and time.monotonic() < deadline, sweep.communicate()
+            time.sleep(0.5)
+        aae = next(x for x in _state(out)["runs"] if x["method"] == "aae")
+        assert aae["status"] == "queued" and aae["job_id"] is None and aae["message"].startswith("waiting for pid")
+    finally:
+        lease.release()
+    stdout, stderr = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, stdout + stderr
+    assert "aae-mnist5k-smoke-s0" in stderr and "waiting, another process holds it" in stderr
+    assert "running 2" in stderr  # aae and faae+sc: two workers at once, as the live counts show
 
     state = json.loads((out / "sweep" / "state.json").read_text())
     runs = {x["method"]: x for x in state["runs"]}
     assert set(runs) == {"faae", "aae", "faae+sc"} and state["executor"] == "local"
     assert all(x["status"] == "done" for x in runs.values())
-    assert len({x["job_id"] for x in runs.values()}) == 3  # one job per run
+    assert len({x["job_id"] for x in runs.values()}) == 3  # one job per run, none for aae while it was held
     assert runs["faae+sc"]["base"] == runs["faae"]["run_id"]
     assert len(list((out / "sweep" / "jobs").glob("*_result.pkl"))) == 3  # submitit's folder
 
@@ -49,9 +75,9 @@ def test_local_sweep_runs_each_job_once_then_status_and_rerun(tmp_path, shared_c
         assert store.metrics_done(x["run_id"]) == {"mse"}
         # the job's threads: cores shared out among the two workers
         assert row["device"] == f"cpu:{max(1, local_cores() // 2)} threads"
-    for name in ("faae", "aae"):  # trained once: one claim, one training, each logged step once
+    for name, claims in (("faae", 1), ("aae", 2)):  # trained once (aae also claimed by this test's lease)
         run_dir = out / "runs" / runs[name]["run_id"]
-        assert len(_events(run_dir, "claim")) == 1 and len(_events(run_dir, "train")) == 1
+        assert len(_events(run_dir, "claim")) == claims and len(_events(run_dir, "train")) == 1
         steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
         assert steps == [2, 4, 6]
     # the refinement was claimed after its base had finished training
