@@ -87,8 +87,11 @@ def _verdict(result: dict[str, str]) -> tuple[str, str]:
 
 
 def _error_line(e: BaseException) -> str:
-    """The last line of a job's error (submitit's includes the job's whole traceback)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    """The error's own line: submitit's FailedJobError holds the job's traceback between dashed rules, then
+    the paths of the logs."""
+    text = str(e)
+    parts = text.split("-" * 22)
+    lines = [line.strip() for line in (parts[1] if len(parts) >= 3 else text).splitlines() if line.strip()]
     return lines[-1] if lines else type(e).__name__
 
 
