@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.core.lease import acquire
+from bench.core.lease import acquire, read_lease
 from bench.core.store import Store
 from bench.resolve import resolve_config
 from bench.runner import LEASE
-from bench.sweep import local_cores
+from bench.sweep import RunJob, local_cores, make_executor
+from bench.sweep_state import SweepOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--methods", "faae,aae,faae+sc", "--dataset", "mnist5k", "--protocol", "smoke", "--metrics", "mse",
@@ -116,3 +118,31 @@ def test_status_without_sweep_and_methods_missing(tmp_path, capsys):
     assert "no sweep at" in capsys.readouterr().err
     assert main(["sweep", "--out", str(tmp_path)]) == 2
     assert "--methods is required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_preempted_job_is_requeued_and_resumes(tmp_path, shared_cache, monkeypatch):
+    """SIGUSR2 is what Slurm sends a job it preempts: the job's checkpoint() resubmits the same call, submitit
+    requeues it, and the new process resumes the run from last.pt instead of starting again."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "out"
+    cfg = resolve_config("faae", "mnist5k", "smoke", 0, {"train": {"max_steps": "80", "epochs": "10",
+                                                                  "sample_every": "1000"}})
+    run_dir = out / "runs" / cfg.run_id()
+    executor = make_executor(out / "sweep", SweepOptions(executor="local"), "cpu")
+    job = executor.submit(RunJob(1, []), cfg.to_dict(), str(out), None, "cpu", ["mse"], False)
+    deadline = time.monotonic() + 300
+    while not (run_dir / "last.pt").exists():  # the first epoch's checkpoint (16 steps of 80)
+        assert not job.done() and time.monotonic() < deadline, job.stderr()
+        time.sleep(0.1)
+    first = read_lease(run_dir / LEASE)
+    os.kill(first.pid, signal.SIGUSR2)
+    assert job.result()["status"] == "done", job.stderr()
+    trains = _events(run_dir, "train")
+    assert len(_events(run_dir, "claim")) == 2 and len(trains) == 2
+    assert trains[0]["pid"] == first.pid and trains[1]["pid"] != first.pid
+    assert trains[1]["from_step"] >= 16  # resumed, not restarted
+    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 81, 2))  # every logged step once, in order
+    assert Store(out / "results.db", readonly=True).get_run(cfg.run_id())["steps"] == 80
