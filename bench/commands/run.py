@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cli import command, split_list
 from ..core.errors import UsageError
 from . import DEFAULT_OUT
+
+if TYPE_CHECKING:
+    from ..core.config import RunConfig
 
 
 def add_common(p: argparse.ArgumentParser) -> None:
@@ -22,8 +26,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="print every stored value in the closing summary (default: the main numbers, 100 columns)")
 
 
-def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", required=True,
+def add_grid(p: argparse.ArgumentParser, methods_required: bool = True) -> None:
+    """The arguments that name the runs of a grid (methods x seeds on one dataset), shared with `bench sweep`."""
+    p.add_argument("--methods", required=methods_required, default=None,
                    help="comma-separated method names (see `bench list methods`), variants from --variants, or "
                         "inline variants such as 'faae[loss.rec_weight=30,name=faae-rw30]'")
     p.add_argument("--dataset", default="mnist5k", help="dataset name (default mnist5k, the embedded one)")
@@ -34,6 +39,10 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variants", default=None, metavar="FILE.toml", help="named variants of methods (see bench/variants.py)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import a module or .py file that registers methods (repeatable; also $AEGAN_BENCH_PLUGINS)")
+
+
+def _args(p: argparse.ArgumentParser) -> None:
+    add_grid(p)
     p.add_argument("--tag", action="append", default=[], metavar="TAG",
                    help="label the runs (e.g. nightly) for `bench compare` selectors like tag=nightly (repeatable)")
     add_common(p)
@@ -50,25 +59,31 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def grid_configs(args: argparse.Namespace) -> list[RunConfig]:
+    """The resolved configs of the grid that add_grid's arguments name (plugins loaded first), seed-major."""
+    from ..core.config import parse_overrides
+    from ..plugins import load_plugins
+    from ..resolve import load_variants, parse_methods, resolve_variant
+
+    load_plugins(args.plugin)
+    methods = parse_methods(args.methods or "", load_variants(args.variants) if args.variants else None)
+    if not methods:
+        raise UsageError("--methods is empty; see `python -m bench list methods`")
+    overrides = parse_overrides(args.overrides)
+    seeds = parse_seeds(args.seeds)
+    return [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
+
+
 @command("run", "train and evaluate methods under a protocol, resuming what was interrupted", _args)
 def run(args: argparse.Namespace) -> int:
     from metrics import named_metrics
 
     from ..compare import check_tags
-    from ..core.config import parse_overrides
     from ..core.device import resolve_device
-    from ..plugins import load_plugins
-    from ..resolve import load_variants, parse_methods, resolve_variant
     from ..runner import execute
 
-    load_plugins(args.plugin)
     tags = check_tags(args.tag)
-    methods = parse_methods(args.methods, load_variants(args.variants) if args.variants else None)
-    if not methods:
-        raise UsageError("--methods is empty; see `python -m bench list methods`")
-    overrides = parse_overrides(args.overrides)
-    seeds = parse_seeds(args.seeds)
-    cfgs = [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
+    cfgs = grid_configs(args)
     metrics = named_metrics(split_list(args.metrics))
     try:
         device = resolve_device(args.device)
