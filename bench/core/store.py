@@ -47,6 +47,11 @@ CREATE INDEX IF NOT EXISTS runs_by_dataset ON runs(dataset, method);
 """
 
 STATUSES = ("running", "done", "diverged", "failed")
+#: the columns of each table, in schema order: a run's record (bench.core.result_file) holds exactly these
+RUN_COLUMNS = ("run_id", "method", "variant", "dataset", "protocol", "seed", "config_json", "config_hash",
+               "code_version", "packages_json", "device", "dtype", "status", "run_dir", "steps", "train_seconds",
+               "message", "tags", "created", "updated")
+METRIC_COLUMNS = ("run_id", "metric", "key", "value", "provenance_json", "created")
 
 
 class StoreError(RuntimeError):
@@ -210,6 +215,48 @@ class Store:
             d["provenance"] = json.loads(d.pop("provenance_json"))
             out.append(d)
         return out
+
+    # --- whole runs: what a run directory's result file holds, and collecting it back --------------------
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        """The run row and its metric rows exactly as stored (JSON columns as their text), read in one
+        transaction so that they belong together; None when the run is not stored."""
+        with self.connect() as con:
+            con.execute("BEGIN")  # one snapshot for both reads
+            try:
+                run = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                rows = con.execute("SELECT * FROM metrics WHERE run_id=? ORDER BY key", (run_id,)).fetchall()
+            finally:
+                con.execute("COMMIT")
+        if run is None:
+            return None
+        return {"run": {c: run[c] for c in RUN_COLUMNS}, "metrics": [{c: r[c] for c in METRIC_COLUMNS} for r in rows]}
+
+    def import_record(self, record: dict[str, Any]) -> str:
+        """Upsert a run record (as run_record gives it) with its own timestamps, in one transaction.
+        Returns "new", "updated" or "unchanged"; rows already equal are not written, so importing twice
+        changes nothing."""
+        run, metrics = record["run"], record["metrics"]
+        run_id = run["run_id"]
+        with self.transaction() as con:
+            old = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            old_metrics = {r["key"]: {c: r[c] for c in METRIC_COLUMNS}
+                           for r in con.execute("SELECT * FROM metrics WHERE run_id=?", (run_id,))}
+            changed = False
+            if old is None or {c: old[c] for c in RUN_COLUMNS} != run:
+                sets = ", ".join(f"{c}=excluded.{c}" for c in RUN_COLUMNS[1:])
+                con.execute(f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(RUN_COLUMNS))})"
+                            f" ON CONFLICT(run_id) DO UPDATE SET {sets}", tuple(run[c] for c in RUN_COLUMNS))
+                changed = True
+            new_rows = [m for m in metrics if old_metrics.get(m["key"]) != m]
+            if new_rows:
+                sets = ", ".join(f"{c}=excluded.{c}" for c in METRIC_COLUMNS[2:])
+                con.executemany(f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) VALUES "
+                                f"({', '.join('?' * len(METRIC_COLUMNS))}) ON CONFLICT(run_id, key) DO UPDATE SET {sets}",
+                                [tuple(m[c] for c in METRIC_COLUMNS) for m in new_rows])
+                changed = True
+        if old is None:
+            return "new"
+        return "updated" if changed else "unchanged"
 
     def table(self):
         """Runs joined with their metric values, as a pandas DataFrame (one row per metric value)."""
