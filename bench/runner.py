@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -39,7 +38,7 @@ from .core.errors import UsageError
 from .core.lease import Held, Lease, LeaseLost, acquire
 from .core.provenance import code_version, package_versions
 from .core.result_file import write_result
-from .core.store import Store
+from .core.store import STORE_ERRORS, Store
 from .core.tempfiles import remove_orphans, replace_text
 
 #: the claim of the process that trains and evaluates a run (bench.lease)
@@ -238,7 +237,7 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
             err = e if isinstance(e, CheckpointError) else as_no_space(e, run_dir)
             if err is None:
                 raise
-            with contextlib.suppress(sqlite3.Error, OSError):  # the store may sit on the same full disk
+            with contextlib.suppress(*STORE_ERRORS, OSError):  # the store may sit on the same full disk
                 if store.get_run(run_id) is not None:
                     store.set_status(run_id, "failed", str(err))
                     write_result(store, run_id, run_dir)
