@@ -14,7 +14,6 @@ import json
 import math
 import os
 import random
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -38,7 +37,8 @@ from .core.device import autocast, device_name
 from .core.errors import UsageError
 from .core.lease import Held, Lease, LeaseLost, acquire
 from .core.provenance import code_version, package_versions
-from .core.store import Store
+from .core.result_file import write_result
+from .core.store import STORE_ERRORS, Store
 from .core.tempfiles import remove_orphans, replace_text
 
 #: the claim of the process that trains and evaluates a run (bench.lease)
@@ -247,9 +247,10 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
 
 def _failed(store: Store, run_id: str, run_dir: Path, err: Exception) -> RunResult:
     """A run that failed without a traceback (damaged checkpoint, full disk): the store says so."""
-    with contextlib.suppress(sqlite3.Error):  # the store may sit on the same full disk
+    with contextlib.suppress(*STORE_ERRORS, OSError):  # the store may sit on the same full disk
         if store.get_run(run_id) is not None:
             store.set_status(run_id, "failed", str(err))
+            write_result(store, run_id, run_dir)
     return RunResult(run_id, run_dir, "failed", str(err))
 
 
@@ -270,6 +271,7 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
     trained_by = dict(code_version=code_version(), packages_json=package_versions(), device=device_name(device))
     if row is None:
         store.upsert_run(run_id, **identity, **trained_by, status="running")
+        write_result(store, run_id, run_dir)
     if row and row["status"] == "diverged" and not overwrite:
         return RunResult(run_id, run_dir, "diverged", row["message"])
 
@@ -297,9 +299,11 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
                 _train(cfg, state, data, device, run_dir, progress, lease.check)
             except DivergedError as e:
                 store.set_status(run_id, "diverged", str(e), steps=state.step, train_seconds=state.train_seconds)
+                write_result(store, run_id, run_dir)
                 (run_dir / "diverged.txt").write_text(str(e) + "\n")
                 return RunResult(run_id, run_dir, "diverged", str(e))
         store.upsert_run(run_id, steps=state.step, train_seconds=state.train_seconds)
+        write_result(store, run_id, run_dir)
 
     method.eval()
     extras = {}
@@ -309,6 +313,7 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
     evaluate(method, cfg, data, device, store, run_id, run_dir, metrics=metrics, overwrite=overwrite, extras=extras)
     lease.check()
     store.set_status(run_id, "done")
+    write_result(store, run_id, run_dir)
     return RunResult(run_id, run_dir, "done")
 
 

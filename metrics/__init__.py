@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from bench.core.result_file import write_result
+
 # isort: off
 from . import reconstruction  # noqa: F401  (importing registers)
 from . import image_quality  # noqa: F401
@@ -48,7 +50,8 @@ def select_metrics(names: list[str] | None, pretrained: bool = True) -> list[str
 def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_dir: Path | None = None,
              metrics: list[str] | None = None, overwrite: bool = False, extras: dict[str, Any] | None = None,
              log=print) -> None:
-    """Score a trained method with every selected metric not yet in the store (all when overwrite)."""
+    """Score a trained method with every selected metric not yet in the store (all when overwrite).
+    With a run_dir, the run's result file is rewritten after each metric stored (bench.core.result_file)."""
     done = set() if overwrite else store.metrics_done(run_id)
     provides = frozenset(type(method).provides)
     ctx = EvalContext(method=method, data=data, device=device, precision=cfg.train.precision, seed=cfg.seed,
@@ -66,6 +69,8 @@ def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_di
         values = [MetricValue(v.key, v.value, {**v.provenance, "metric": name, "eval_seconds": round(seconds, 3)})
                   for v in values]
         store.put_metrics(run_id, name, values)
+        if run_dir is not None:
+            write_result(store, run_id, run_dir)
         if log:
             shown = ", ".join(f"{v.key}={v.value:.4g}" if v.value is not None else f"{v.key}=n/a" for v in values)
             log(f"  {run_id}: {shown}  ({seconds:.1f}s)")

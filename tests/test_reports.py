@@ -285,7 +285,7 @@ def test_report_with_missing_metrics_and_split_tables(smoke_out, tmp_path):
             MetricValue("reencode_angle_deg", None, {"reason": "method lacks sample"})])
         # ... and mse never evaluated
         with store.transaction() as con:
-            con.execute("DELETE FROM metrics WHERE metric='mse' AND run_id=?", (runs[("aae", seed)],))
+            con.exec_driver_sql("DELETE FROM metrics WHERE metric='mse' AND run_id=?", (runs[("aae", seed)],))
     # faae seed 1's mse evaluated on another number of images: not comparable with the others
     old = [m for m in store.metric_rows([runs[("faae", 1)]]) if m["metric"] == "mse"]
     store.put_metrics(runs[("faae", 1)], "mse", [MetricValue(m["key"], m["value"], {**m["provenance"], "n_images": 32})

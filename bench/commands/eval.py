@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.data import check_run_data, load_dataset
     from ..core.device import device_name, resolve_device
     from ..core.provenance import code_version, package_versions
+    from ..core.result_file import write_result
     from ..core.store import Store
     from ..runner import seed_everything, use_all_cores
 
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
                  extras=extras)
         if row is not None and row["status"] != "done":  # e.g. killed during its first evaluation
             store.set_status(f.run_id, "done")
+        write_result(store, f.run_id, f.run_dir)  # also for runs stored before result files existed
         evaluated.append(f.run_id)
 
     from reports.summary import summary_table

@@ -92,11 +92,13 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress)
     if tags:
+        from ..core.result_file import write_result
         from ..core.store import Store
 
         store = Store(out / "results.db")
         for r in results:
             store.add_tags(r.run_id, tags)
+            write_result(store, r.run_id, r.run_dir)
     from reports.summary import summary_table
 
     print(summary_table(out / "results.db", [r.run_id for r in results], wide=args.wide))

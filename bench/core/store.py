@@ -1,81 +1,119 @@
-"""The results store: one SQLite file with runs and metric rows. Safe when several processes write."""
+"""The results store: runs and metric rows in SQLite (one file, the embedded default) or PostgreSQL.
+
+Both go through one SQLAlchemy Core code path with one schema. Safe when several processes write: every
+write is one transaction, and writers take turns (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped
+advisory lock), so a read-modify-write such as add_tags never loses another process's change.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    method TEXT NOT NULL,
-    variant TEXT NOT NULL,
-    dataset TEXT NOT NULL,
-    protocol TEXT NOT NULL,
-    seed INTEGER NOT NULL,
-    config_json TEXT NOT NULL,
-    config_hash TEXT NOT NULL,
-    code_version TEXT NOT NULL,
-    packages_json TEXT NOT NULL,
-    device TEXT NOT NULL,
-    dtype TEXT NOT NULL,
-    status TEXT NOT NULL,
-    run_dir TEXT NOT NULL,
-    steps INTEGER NOT NULL DEFAULT 0,
-    train_seconds REAL NOT NULL DEFAULT 0,
-    message TEXT NOT NULL DEFAULT '',
-    tags TEXT NOT NULL DEFAULT '',
-    created REAL NOT NULL,
-    updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL REFERENCES runs(run_id),
-    metric TEXT NOT NULL,
-    key TEXT NOT NULL,
-    value REAL,
-    provenance_json TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (run_id, key)
-);
-CREATE INDEX IF NOT EXISTS runs_by_dataset ON runs(dataset, method);
-"""
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.pool import NullPool
+
+METADATA = sa.MetaData()
+# DOUBLE: REAL affinity in SQLite, double precision in PostgreSQL (whose REAL is 4 bytes)
+RUNS = sa.Table(
+    "runs", METADATA,
+    sa.Column("run_id", sa.Text, primary_key=True),
+    *(sa.Column(c, sa.Text, nullable=False) for c in ("method", "variant", "dataset", "protocol")),
+    sa.Column("seed", sa.Integer, nullable=False),
+    *(sa.Column(c, sa.Text, nullable=False) for c in ("config_json", "config_hash", "code_version", "packages_json",
+                                                       "device", "dtype", "status", "run_dir")),
+    sa.Column("steps", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("train_seconds", sa.Double, nullable=False, server_default=sa.text("0")),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("tags", sa.Text, nullable=False, server_default=""),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("updated", sa.Double, nullable=False),
+)
+sa.Index("runs_by_dataset", RUNS.c.dataset, RUNS.c.method)
+METRICS = sa.Table(
+    "metrics", METADATA,
+    sa.Column("run_id", sa.Text, sa.ForeignKey("runs.run_id"), nullable=False),
+    sa.Column("metric", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("value", sa.Double),
+    sa.Column("provenance_json", sa.Text, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.PrimaryKeyConstraint("run_id", "key"),
+)
 
 STATUSES = ("running", "done", "diverged", "failed")
+#: the columns of each table, in schema order: a run's record (bench.core.result_file) holds exactly these
+RUN_COLUMNS = tuple(c.name for c in RUNS.columns)
+METRIC_COLUMNS = tuple(c.name for c in METRICS.columns)
+#: the one advisory lock of a PostgreSQL store's writers (any constant, the same for every process)
+_PG_WRITE_LOCK = 0x61656761  # "aega"
+#: --store values that name a server rather than an SQLite file
+SERVER_SCHEMES = ("postgresql://", "postgresql+psycopg://")
 
 
 class StoreError(RuntimeError):
     """The results store cannot be opened or read (damaged, not a store, not writable); names the file."""
 
 
+#: what a failing store write raises (for callers that must carry on, e.g. recording a failure on a full disk)
+STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, sa.exc.SQLAlchemyError, sqlite3.Error)
+
+
+def is_server(target: str | Path) -> bool:
+    return isinstance(target, str) and target.startswith(SERVER_SCHEMES)
+
+
 class Store:
     """Thin access layer; every write is one transaction, so a killed process leaves no partial rows.
 
+    target: an SQLite file (created when missing) or a postgresql:// URL (the database must exist).
     readonly: for commands that only read (report, history, compare, baseline save). The file must exist and is
     never created or written, so a read-only store directory or file works (in a writable directory SQLite may
     leave its -wal and -shm files, as any reader of a WAL database does)."""
 
     def __init__(self, path: str | Path, readonly: bool = False):
-        self.path = Path(path)
         self.readonly = readonly
-        if readonly:
-            if not self.path.is_file():
+        if is_server(path):
+            url = sa.engine.make_url(str(path)).set(drivername="postgresql+psycopg")
+            self.path = None
+            self.name = url.render_as_string(hide_password=True)
+            try:
+                self.engine = sa.create_engine(url, poolclass=NullPool)
+            except ImportError as e:  # psycopg missing
+                raise StoreError(f"cannot use {self.name}: {e}; install the extra: pip install "
+                                 "'aegan-bench[postgres]'") from None
+        else:
+            self.path = Path(path)
+            self.name = str(self.path)
+            if readonly and not self.path.is_file():
                 raise StoreError(f"no results store at {self.path}")
-            with self.connect() as con:  # fails now, naming the file, if it is not a store
-                con.execute("SELECT 1 FROM runs JOIN metrics LIMIT 1").fetchall()
+            self.engine = sa.create_engine("sqlite://", creator=self._open, poolclass=NullPool)
+            # the driver leaves transactions to us (isolation_level=None): a write begins IMMEDIATE, taking the
+            # write lock first, so that concurrent read-modify-writes queue instead of failing on upgrade
+            sa.event.listen(self.engine, "begin", lambda con: con.exec_driver_sql(
+                "BEGIN IMMEDIATE" if con.get_execution_options().get("write") else "BEGIN"))
+        if readonly:
+            with self.connect() as con:  # fails now, naming the store, if it is not one
+                con.execute(sa.select(RUNS.c.run_id).join(METRICS, sa.true()).limit(1)).fetchall()
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.connect() as con:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.transaction() as con:
+            tables = set(sa.inspect(con).get_table_names())
             if tables and "runs" not in tables:  # someone else's database: never add our tables to it
-                raise StoreError(f"{self.path} is an SQLite database but not an aegan-bench results store "
-                                 f"(tables: {', '.join(sorted(tables))}); pass another --out")
-            con.executescript(SCHEMA)
+                kind = "an SQLite" if self.path is not None else "a PostgreSQL"
+                raise StoreError(f"{self.name} is {kind} database but not an aegan-bench results store "
+                                 f"(tables: {', '.join(sorted(tables))}); pass another --out / --store")
+            METADATA.create_all(con)
 
     def _open(self) -> sqlite3.Connection:
         if not self.readonly:
@@ -92,25 +130,41 @@ class Store:
         return con
 
     @contextmanager
-    def connect(self):
+    def connect(self, write: bool = False) -> Iterator[sa.Connection]:
+        """A connection (SQLAlchemy Core); errors of the store's file or server become one-line StoreErrors."""
         try:
-            con = self._open()
-        except sqlite3.DatabaseError as e:
+            con = self.engine.connect().execution_options(write=write)
+        except (sa.exc.DBAPIError, sqlite3.DatabaseError) as e:
             raise self._error(e) from None
-        con.row_factory = sqlite3.Row
         try:
             yield con
-        except sqlite3.DatabaseError as e:
-            # the file or its access, not a mistake in our SQL (ProgrammingError, IntegrityError stay as they are)
-            if type(e) not in (sqlite3.DatabaseError, sqlite3.OperationalError):
+        except sa.exc.DBAPIError as e:
+            if not self._is_access_error(e):  # a mistake in our SQL or a constraint: not the store's fault
                 raise
             raise self._error(e) from None
         finally:
-            con.close()
+            with contextlib.suppress(sa.exc.DBAPIError):
+                con.close()
 
-    def _error(self, e: sqlite3.DatabaseError) -> StoreError:
-        """One line naming the file and what to do, instead of sqlite3's traceback."""
-        text = str(e)
+    @staticmethod
+    def _is_access_error(e: sa.exc.DBAPIError) -> bool:
+        orig = e.orig
+        if isinstance(orig, sqlite3.Error):
+            return type(orig) in (sqlite3.DatabaseError, sqlite3.OperationalError)
+        import psycopg  # only a server store gets here, so psycopg is installed
+
+        return isinstance(orig, psycopg.OperationalError | psycopg.errors.UndefinedTable |
+                          psycopg.errors.UndefinedColumn | psycopg.errors.InsufficientPrivilege)
+
+    def _error(self, e: Exception) -> StoreError:
+        """One line naming the store and what to do, instead of the driver's traceback."""
+        orig = getattr(e, "orig", None) or e
+        text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+        if self.path is None:
+            if "does not exist" in text and ("relation" in text or "column" in text):
+                return StoreError(f"{self.name} is not an aegan-bench results store ({text})")
+            return StoreError(f"cannot use the results store {self.name} ({text}); check that the server runs, the "
+                              "database exists and the user may use it")
         if "locked" in text or "busy" in text:
             return StoreError(f"the results store {self.path} stayed locked by another process ({text}); retry")
         if "readonly" in text or "unable to open" in text:
@@ -123,15 +177,25 @@ class Store:
                           "move it away and rerun, or pass another --out / --store")
 
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction; writers of the same store take turns."""
+        with self.connect(write=True) as con, con.begin():
+            if self.path is None:
+                con.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_WRITE_LOCK)))
+            yield con
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sa.Connection]:
+        """Reads that see one state of the store (SQLite: one deferred transaction; PostgreSQL: repeatable read)."""
         with self.connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            if self.path is None:
+                con = con.execution_options(isolation_level="REPEATABLE READ")
+            with con.begin():
                 yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+
+    def _insert(self, table: sa.Table):
+        """INSERT with the dialect's ON CONFLICT clause (the same SQL in SQLite and PostgreSQL)."""
+        return (sqlite_dialect if self.path is not None else postgresql).insert(table)
 
     # --- runs ---------------------------------------------------------------------------------------
     def upsert_run(self, run_id: str, **fields: Any) -> None:
@@ -139,14 +203,11 @@ class Store:
         fields = {k: json.dumps(v, sort_keys=True) if k.endswith("_json") and not isinstance(v, str) else v
                   for k, v in fields.items()}
         with self.transaction() as con:
-            exists = con.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            exists = con.execute(sa.select(RUNS.c.run_id).where(RUNS.c.run_id == run_id)).first()
             if exists:
-                sets = ", ".join(f"{k}=?" for k in fields)
-                con.execute(f"UPDATE runs SET {sets}, updated=? WHERE run_id=?", (*fields.values(), now, run_id))
+                con.execute(sa.update(RUNS).where(RUNS.c.run_id == run_id).values(**fields, updated=now))
             else:
-                cols = ["run_id", *fields, "created", "updated"]
-                con.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            (run_id, *fields.values(), now, now))
+                con.execute(sa.insert(RUNS).values(run_id=run_id, **fields, created=now, updated=now))
 
     def set_status(self, run_id: str, status: str, message: str = "", **fields: Any) -> None:
         assert status in STATUSES, status
@@ -154,14 +215,13 @@ class Store:
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         with self.connect() as con:
-            row = con.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
-        return dict(row) if row else None
+            row = con.execute(sa.select(RUNS).where(RUNS.c.run_id == run_id)).first()
+        return dict(row._mapping) if row else None
 
     def runs(self, **where: Any) -> list[dict[str, Any]]:
-        clause = " AND ".join(f"{k}=?" for k in where) or "1=1"
+        query = sa.select(RUNS).where(*(RUNS.c[k] == v for k, v in where.items())).order_by(RUNS.c.created)
         with self.connect() as con:
-            rows = con.execute(f"SELECT * FROM runs WHERE {clause} ORDER BY created", tuple(where.values()))
-            return [dict(r) for r in rows]
+            return [dict(r._mapping) for r in con.execute(query)]
 
     # --- tags: labels such as "nightly" or "v0.2" that selectors (bench.compare) pick runs by -------------
     @staticmethod
@@ -172,51 +232,94 @@ class Store:
     def add_tags(self, run_id: str, tags: Iterable[str]) -> list[str]:
         """Add tags to a run (kept sorted and unique, in one transaction); returns the run's tags."""
         with self.transaction() as con:
-            row = con.execute("SELECT tags FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            row = con.execute(sa.select(RUNS.c.tags).where(RUNS.c.run_id == run_id)).first()
             if row is None:
                 raise KeyError(run_id)
             merged = sorted(set(self.split_tags(row[0])) | set(tags))
-            con.execute("UPDATE runs SET tags=?, updated=? WHERE run_id=?", (",".join(merged), time.time(), run_id))
+            con.execute(sa.update(RUNS).where(RUNS.c.run_id == run_id).values(tags=",".join(merged),
+                                                                                updated=time.time()))
         return merged
 
     # --- metrics ------------------------------------------------------------------------------------
     def put_metrics(self, run_id: str, metric: str, values: Iterable[Any]) -> None:
         """Write all values of one metric at once (replacing earlier values of the same keys)."""
         now = time.time()
-        rows = [(run_id, metric, v.key, v.value, json.dumps(v.provenance, sort_keys=True, default=str), now)
+        rows = [dict(run_id=run_id, metric=metric, key=v.key, value=v.value,
+                     provenance_json=json.dumps(v.provenance, sort_keys=True, default=str), created=now)
                 for v in values]
+        if not rows:
+            return
         with self.transaction() as con:
-            con.executemany("INSERT OR REPLACE INTO metrics VALUES (?, ?, ?, ?, ?, ?)", rows)
+            con.execute(self._upsert(METRICS, ("run_id", "key")), rows)
+
+    def _upsert(self, table: sa.Table, keys: tuple[str, ...]):
+        stmt = self._insert(table)
+        return stmt.on_conflict_do_update(index_elements=list(keys),
+                                          set_={c.name: stmt.excluded[c.name] for c in table.columns
+                                                if c.name not in keys})
 
     def metric_keys(self, run_id: str) -> set[str]:
         with self.connect() as con:
-            return {r[0] for r in con.execute("SELECT key FROM metrics WHERE run_id=?", (run_id,))}
+            return {r[0] for r in con.execute(sa.select(METRICS.c.key).where(METRICS.c.run_id == run_id))}
 
     def metrics_done(self, run_id: str) -> set[str]:
         with self.connect() as con:
-            return {r[0] for r in con.execute("SELECT DISTINCT metric FROM metrics WHERE run_id=?", (run_id,))}
+            return {r[0] for r in con.execute(sa.select(METRICS.c.metric).distinct().where(METRICS.c.run_id == run_id))}
 
     def metric_rows(self, run_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        query = sa.select(METRICS).order_by(METRICS.c.run_id, METRICS.c.key)
+        if run_ids is not None:
+            query = query.where(METRICS.c.run_id.in_(list(run_ids)))
         with self.connect() as con:
-            if run_ids is None:
-                rows = con.execute("SELECT * FROM metrics ORDER BY run_id, key").fetchall()
-            else:
-                ids = list(run_ids)
-                rows = con.execute(f"SELECT * FROM metrics WHERE run_id IN ({', '.join('?' * len(ids))}) ORDER BY run_id, key",
-                                   ids).fetchall()
+            rows = con.execute(query).fetchall()
         out = []
         for r in rows:
-            d = dict(r)
+            d = dict(r._mapping)
             d["provenance"] = json.loads(d.pop("provenance_json"))
             out.append(d)
         return out
+
+    # --- whole runs: what a run directory's result file holds, and collecting it back --------------------
+    def run_record(self, run_id: str) -> dict[str, Any] | None:
+        """The run row and its metric rows exactly as stored (JSON columns as their text), read in one
+        snapshot so that they belong together; None when the run is not stored."""
+        with self._snapshot() as con:
+            run = con.execute(sa.select(RUNS).where(RUNS.c.run_id == run_id)).first()
+            rows = con.execute(sa.select(METRICS).where(METRICS.c.run_id == run_id).order_by(METRICS.c.key)).fetchall()
+        if run is None:
+            return None
+        return {"run": {c: run._mapping[c] for c in RUN_COLUMNS},
+                "metrics": [{c: r._mapping[c] for c in METRIC_COLUMNS} for r in rows]}
+
+    def import_record(self, record: dict[str, Any]) -> str:
+        """Upsert a run record (as run_record gives it) with its own timestamps, in one transaction.
+        Returns "new", "updated" or "unchanged"; rows already equal are not written, so importing twice
+        changes nothing."""
+        run, metrics = record["run"], record["metrics"]
+        run_id = run["run_id"]
+        with self.transaction() as con:
+            old = con.execute(sa.select(RUNS).where(RUNS.c.run_id == run_id)).first()
+            old_metrics = {r.key: dict(r._mapping) for r in con.execute(sa.select(METRICS).where(METRICS.c.run_id == run_id))}
+            changed = False
+            if old is None or dict(old._mapping) != run:
+                con.execute(self._upsert(RUNS, ("run_id",)), [run])
+                changed = True
+            new_rows = [m for m in metrics if old_metrics.get(m["key"]) != m]
+            if new_rows:
+                con.execute(self._upsert(METRICS, ("run_id", "key")), new_rows)
+                changed = True
+        if old is None:
+            return "new"
+        return "updated" if changed else "unchanged"
 
     def table(self):
         """Runs joined with their metric values, as a pandas DataFrame (one row per metric value)."""
         import pandas as pd
 
+        r, m = RUNS.c, METRICS.c
+        query = (sa.select(r.run_id, r.method, r.variant, r.dataset, r.protocol, r.seed, r.status, r.code_version,
+                           r.config_hash, m.metric, m.key, m.value, m.provenance_json)
+                 .select_from(RUNS.outerjoin(METRICS, m.run_id == r.run_id)).order_by(r.created, m.key))
         with self.connect() as con:
-            return pd.read_sql_query(
-                "SELECT r.run_id, r.method, r.variant, r.dataset, r.protocol, r.seed, r.status, r.code_version,"
-                " r.config_hash, m.metric, m.key, m.value, m.provenance_json FROM runs r"
-                " LEFT JOIN metrics m ON m.run_id = r.run_id ORDER BY r.created, m.key", con)
+            result = con.execute(query)
+            return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
