@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.core.config import section_from_dict
 from bench.core.priors import Prior, get_prior
 from bench.core.registry import Registry
 
@@ -110,8 +111,6 @@ class Method(nn.Module):
 
     @classmethod
     def resolve_params(cls, values: dict[str, Any]) -> Any:
-        from bench.core.config import section_from_dict
-
         return section_from_dict(cls.Params, values, "method")
 
     @classmethod

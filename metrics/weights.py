@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from bench.core.checkpoint import load_tensors
+from bench.core.data import cache_dir as data_cache_dir
 from bench.core.registry import Registry
 
 WEIGHTS_ENV = "AEGAN_BENCH_WEIGHTS"
@@ -146,8 +147,6 @@ def weights_dir(cache_dir: str | Path | None = None) -> Path:
     env = os.environ.get(WEIGHTS_ENV)
     if env:
         return Path(env)
-    from bench.core.data import cache_dir as data_cache_dir
-
     return data_cache_dir() / "weights"
 
 

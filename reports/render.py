@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.core.config import DataConfig, section_from_dict
+from bench.core.data import DATASETS, DatasetError, check_run_data, load_dataset
 from bench.core.paths import path_under, safe_name
+from bench.core.protocols import PROTOCOLS
 from bench.core.tempfiles import remove_orphans, replace_text
 
 from . import grids as G
@@ -219,8 +222,6 @@ def _counted(values: list[str]) -> str:
 
 
 def protocol_blocks(table: Table) -> list[Any]:
-    from bench.core.protocols import PROTOCOLS
-
     runs = table.runs
     desc = PROTOCOLS.get(table.protocol).description if table.protocol in PROTOCOLS else "(not registered here)"
     flat = [_flatten({k: v for k, v in r.config.items() if k not in ("method", "variant", "seed", "params")})
@@ -265,9 +266,6 @@ class DataCache:
         self.loaded: dict[str, Any] = {}
 
     def get(self, run: Run):
-        from bench.core.config import DataConfig, section_from_dict
-        from bench.core.data import load_dataset
-
         key = json.dumps([run.dataset, run.config.get("data", {})], sort_keys=True)
         if key not in self.loaded:
             cfg = section_from_dict(DataConfig, run.config.get("data", {}), "data")
@@ -278,8 +276,6 @@ class DataCache:
 def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCache, log,
                 damaged: dict[str, str] | None = None) -> list[Any]:
     """The grid figures of a table; `damaged` collects run id -> message of runs with a damaged checkpoint."""
-    from bench.core.data import DatasetError, check_run_data
-
     # one run per row: its lowest seed (rows list their runs in seed order)
     rows = [(row.label, row.runs[0]) for row in table.rows]
     blocks: list[Any] = []
@@ -388,8 +384,6 @@ def claim_blocks(table: Table, results: Results, claims: list[Claim] | None) -> 
 
 def build_document(results: Results, report_dir: Path, data_root: str | None = None, grids: bool = True,
                    plots: bool = True, log=print, claims: list[Claim] | None = None) -> Document:
-    from bench.core.data import DATASETS
-
     doc = Document("aegan-bench report")
     tables = build_tables(results)
     cache = FigureCache(report_dir)

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.config import UNHASHED_SECTIONS, config_hash
+from bench.core.data import DATASETS
+from bench.core.protocols import PROTOCOLS
 from bench.core.provenance import settings
+from bench.core.store import Store
+from methods import METHODS
+from metrics import METRICS
 
 #: provenance fields that are never shown as a table's setting: seeds are counted, the device is in the
 #: environment section, n/a reasons are footnotes of their own
@@ -76,10 +81,6 @@ def setting_hash(config: dict[str, Any]) -> str:
 
 
 def run_sort_key(run: Run) -> tuple:
-    from bench.core.data import DATASETS
-    from bench.core.protocols import PROTOCOLS
-    from methods import METHODS
-
     return (DATASETS.order(run.dataset), run.dataset, PROTOCOLS.order(run.protocol), run.protocol,
             METHODS.order(run.method), run.method, run.label != run.method, run.label, run.setting, run.seed,
             run.run_id)
@@ -87,8 +88,6 @@ def run_sort_key(run: Run) -> tuple:
 
 def key_order(keys: set[str] | list[str]) -> list[str]:
     """Result keys in metric registry order (each metric's keys in declared order); unknown keys last, sorted."""
-    from metrics import METRICS
-
     keys = set(keys)
     ordered = [k for _, cls in METRICS.items() for k in cls.keys if k in keys]
     return ordered + sorted(keys - set(ordered))
@@ -103,8 +102,6 @@ def _matches(run: Run, patterns: list[str] | None, *fields: str) -> bool:
 def load_results(store_path: str | Path, datasets: list[str] | None = None,
                  methods: list[str] | None = None) -> Results:
     """Runs and values of a store, optionally filtered by dataset and method/variant names (globs allowed)."""
-    from bench.core.store import Store
-
     store = Store(store_path, readonly=True)
     runs = []
     for r in store.runs():

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.core.paths import safe_name
+from metrics import direction
 
 from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
 
@@ -185,8 +186,6 @@ def group_runs(results: Results) -> list[tuple[str, str, list[list[Run]]]]:
 
 
 def build_rows(runs: list[Run], values: dict[str, dict[str, Value]], keys: list[str]) -> list[Row]:
-    from metrics import direction
-
     grouped: dict[tuple[str, str], list[Run]] = {}
     for r in runs:
         grouped.setdefault((r.label, r.setting), []).append(r)
@@ -215,8 +214,6 @@ def _describe_provenance(prov: dict[str, Any]) -> str:
 
 
 def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
-    from metrics import direction
-
     notes = [
         "Cells: mean ± sample standard deviation (ddof=1) over seeds; a single seed shows the mean only. "
         "Bold: best mean per column (↓ lower is better, ↑ higher is better; ties all bold; none with fewer than "
@@ -288,8 +285,6 @@ def build_tables(results: Results) -> list[Table]:
 def display_frame(table: Table, bold: tuple[str, str] = ("**", "**"), pm: str = "±",
                   escape=lambda s: s, arrows: dict[str, str] = ARROW) -> pd.DataFrame:
     """The table as strings: one row per method, one column per key, best cells wrapped in `bold`."""
-    from metrics import direction
-
     data: dict[str, list[str]] = {escape("method"): [escape(r.label) for r in table.rows],
                                   escape("seeds"): [str(len(r.runs)) for r in table.rows]}
     for k in table.keys:
