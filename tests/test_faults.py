@@ -84,12 +84,17 @@ def bench_env(cache: Path) -> dict[str, str]:
 def reference_weights(cfg, out: Path) -> dict[str, torch.Tensor]:
     """The weights of an uninterrupted run, trained here with one thread as the `bench run` processes of
     bench_env are (CPU results depend on the thread count)."""
-    threads = torch.get_num_threads()
+    threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"  # else the runner takes every core (bench.runner.use_all_cores)
     try:
         [ref] = execute([cfg], out, None, CPU, metrics=["mse"], progress=False)
     finally:
         torch.set_num_threads(threads)
+        if omp is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
     return load_checkpoint(ref.run_dir / CHECKPOINT)["model"]
 
 
