@@ -23,7 +23,6 @@ import contextlib
 import functools
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +43,7 @@ from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from
 
 from bench.core.data import cache_dir
 from bench.core.registry import Registry
+from bench.core.tempfiles import atomic_write
 
 from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options, not_available
 from .weights import Weights, inception_weights
@@ -223,9 +223,7 @@ def cached_features(images: torch.Tensor, name: str, *, mode: str = DEFAULT_FEAT
                 return feats
     feats = inception_features(images, mode=mode, weights=weights, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(feats, tmp))
     return feats
 
 

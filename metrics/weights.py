@@ -54,6 +54,7 @@ import torch
 from bench.core.checkpoint import load_tensors
 from bench.core.data import cache_dir as data_cache_dir
 from bench.core.registry import Registry
+from bench.core.tempfiles import atomic_write
 
 WEIGHTS_ENV = "AEGAN_BENCH_WEIGHTS"
 #: seconds before an upstream URL counts as unreachable
@@ -156,15 +157,11 @@ def torch_hub_checkpoints() -> Path:
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    def write_readable(tmp: Path) -> None:
+        write(str(tmp))
+        os.chmod(tmp, 0o644)  # a shared cache: other users read it too
+
+    atomic_write(path, write_readable)
 
 
 def _atomic_save(sd: StateDict, path: Path, meta: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from bench.core.config import RunConfig
 from bench.core.data import ImageData
 from bench.core.device import autocast
 from bench.core.registry import Registry
-from bench.core.tempfiles import temp_path
+from bench.core.tempfiles import atomic_write
 from methods import METHODS
 from methods.trained import load_trained, run_checkpoint
 
@@ -192,12 +192,7 @@ def render_png(grid: torch.Tensor, labels: list[tuple[str, int]], path: Path, sc
     for text, y in labels:
         draw.text((margin - 6, y * scale), text, fill="black", font=font, anchor="rm")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        out.save(tmp, format="PNG")
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: out.save(tmp, format="PNG"))
 
 
 def display_scale(resolution: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.core.tempfiles import temp_path
+from bench.core.tempfiles import atomic_write
 
 from .results import Results, Run, key_order
 from .tables import Table
@@ -99,14 +99,12 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
     try:
         # no "Software" chunk: the bytes depend on the data only
-        fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-        tmp.replace(path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=90, bbox_inches="tight",
+                                                   metadata={"Software": None}))
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def _setup():

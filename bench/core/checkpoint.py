@@ -10,9 +10,7 @@ unpickler: such files are recognised and named as older, never loaded.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
 import pickle
 import pickletools
 import warnings
@@ -21,7 +19,7 @@ from typing import Any
 
 import torch
 
-from .tempfiles import temp_path
+from .tempfiles import atomic_write
 
 FORMAT_KEY = "aegan_bench_checkpoint"
 FORMAT_VERSION = 2
@@ -85,20 +83,19 @@ def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """Write a checkpoint atomically (a temporary file renamed over `path`). On a full disk: NoSpaceError,
     the previous checkpoint intact, no temporary left."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         # a file object, not a path: torch's own writer reports a full disk as "unexpected pos", while a
         # python file keeps the OSError on the exception chain
         with open(tmp, "wb") as f:
             torch.save({**obj, FORMAT_KEY: FORMAT_VERSION}, f)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write)
     except Exception as e:
         if _no_space(e):
             raise NoSpaceError(path) from None
         raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def as_no_space(e: BaseException, path: str | Path) -> NoSpaceError | None:

@@ -17,7 +17,7 @@ from torchvision.io import ImageReadMode, decode_image, read_file
 from .checkpoint import load_tensors
 from .config import DataConfig
 from .registry import Registry
-from .tempfiles import remove_orphans, temp_path
+from .tempfiles import atomic_write, remove_orphans, replace_text
 
 # torchvision.io's decoders are deprecated in favour of torchcodec, but are still the fastest JPEG/PNG
 # path here (3x PIL) and part of torchvision 0.29; keep the warning out of every run's output
@@ -428,12 +428,7 @@ def load_dataset(name: str, root: str | Path | None = None, cfg: DataConfig | No
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             remove_orphans(path.parent)  # decodes of killed processes
-            tmp = temp_path(path)
-            try:
-                torch.save(vars(data), tmp)
-                os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+            atomic_write(path, lambda tmp: torch.save(vars(data), tmp))
     if cfg.max_train and len(data.train) > cfg.max_train:
         keep = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(SPLIT_SEED))[: cfg.max_train]
         keep = keep.sort().values
@@ -462,9 +457,7 @@ def check_run_data(run_dir: Path, data: ImageData, record: bool = True) -> None:
     except FileNotFoundError:
         if not record:
             return
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(now, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        replace_text(path, json.dumps(now, indent=2, sort_keys=True))
         return
     except (OSError, ValueError) as e:
         raise DatasetError(f"cannot read {path} ({e}); remove it to record the current data's fingerprint") from None

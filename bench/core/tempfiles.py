@@ -14,6 +14,7 @@ import re
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 HOST = socket.gethostname()
@@ -53,16 +54,22 @@ def temp_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}-{uuid.uuid4().hex[:8]}@{HOST}")
 
 
-def replace_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` atomically (a temporary file renamed over it); no temporary is left on errors."""
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """The one way files are written: `write(tmp)` fills a temporary of a unique name next to `path`, which is then
+    renamed over it, so readers see the old file or the new one, never a part; no temporary is left on errors."""
     path = Path(path)
     tmp = temp_path(path)
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def replace_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def is_orphan(path: Path, now: float | None = None) -> bool:
