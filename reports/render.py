@@ -126,6 +126,7 @@ h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 2px solid #ccc; margin-top:
 .scroll { overflow-x: auto; }
 table.results { border-collapse: collapse; margin: 1em 0; font-variant-numeric: tabular-nums; }
 table.results th, table.results td { padding: 0.25em 0.8em; text-align: right; white-space: nowrap; }
+table.results th { white-space: normal; vertical-align: bottom; }
 table.results th:first-child, table.results td:first-child { text-align: left; }
 table.results thead { border-top: 2px solid #222; border-bottom: 1px solid #222; }
 table.results tbody { border-bottom: 2px solid #222; }

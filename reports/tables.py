@@ -141,8 +141,7 @@ class Table:
 #: the main table's keys, with the short headers of the terminal summary
 MAIN_KEYS: dict[str, str] = {
     "recon_mse": "MSE", "lpips": "LPIPS", "fid_samples": "FID", "fid_recon": "FID rec",
-    "reencode_ratio": "re-enc", "recon_sharpness_ratio": "sharp", "precision_samples": "prec",
-    "recall_samples": "recall",
+    "reencode_ratio": "re-enc", "recon_sharpness_ratio": "sharp",
 }
 #: detail tables: family -> key globs, in order; a key goes to the first family it matches ("*": the rest)
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -349,4 +348,6 @@ def to_latex(table: Table) -> str:
 
 def to_html(table: Table) -> str:
     df = display_frame(table, bold=("<strong>", "</strong>"), escape=html.escape)
+    # long keys may break after an underscore, so that a table of several keys fits the page
+    df.columns = [c.replace("_", "_<wbr>") for c in df.columns]
     return df.to_html(index=False, escape=False, border=0, classes="results", justify="right")

@@ -54,7 +54,7 @@ def test_report_html_in_chromium(tmp_path_factory, tmp_path):
     assert len(widths) == n_img and all(w > 0 for w in widths), widths
     dom = r.stdout
     assert dom.count('<table class="dataframe results"') >= 3  # the main table and the detail tables
-    assert "recon_mse ↓" in dom and "<strong>" in dom
+    assert "recon_<wbr>mse ↓" in dom and "<strong>" in dom
     right, width = json.loads(re.search(r'data-table-right="([^"]*)"', dom).group(1))
     assert width == 1280 and right <= width, (right, width)  # no table overflows a 1,280 px page
     opened, total = re.search(r'data-open-details="(\d+)/(\d+)"', dom).groups()
