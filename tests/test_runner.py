@@ -158,6 +158,30 @@ def test_store_two_processes(tmp_path):
     assert len(store.runs()) == 50 and len(store.metric_rows()) == 50
 
 
+def _create_and_write(path: str, start: float, w: int) -> None:
+    while time.time() < start:  # every process opens the new store at the same moment
+        pass
+    _writer(path, w)
+
+
+def test_processes_creating_one_store_at_once(tmp_path):
+    """Switching a new SQLite file to WAL needs it to itself, and SQLite answers "locked" at once there (no busy
+    wait): processes that create one store together must take turns instead of failing."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    for trial in range(3):
+        path = str(tmp_path / f"results{trial}.db")
+        start = time.time() + 3
+        procs = [ctx.Process(target=_create_and_write, args=(path, start, w)) for w in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+        assert len(Store(path).runs()) == 100
+
+
 def _trained_after(cfg) -> dict:
     from bench.core.data import load_dataset
     from bench.runner import make_state, to_batch, train_step

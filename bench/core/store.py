@@ -60,6 +60,22 @@ _PG_WRITE_LOCK = 0x61656761  # "aega"
 SERVER_SCHEMES = ("postgresql://", "postgresql+psycopg://")
 
 
+def _use_wal(con: sqlite3.Connection, wait_s: float = 60.0) -> None:
+    """Put a SQLite store in WAL mode (once per file: the mode persists). Switching needs every other connection
+    out of the file, and SQLite answers "locked" at once instead of calling the busy handler, so processes that
+    create one store at the same moment retry here for up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class StoreError(RuntimeError):
     """The results store cannot be opened or read (damaged, not a store, not writable); names the file."""
 
@@ -118,7 +134,7 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         if not self.readonly:
             con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            con.execute("PRAGMA journal_mode=WAL")
+            _use_wal(con)
         else:
             # mode=ro never writes the database. A WAL reader also needs the -shm file; where the directory is
             # read-only it cannot be made, and nobody can be writing, so the file is read as immutable.
