@@ -164,6 +164,7 @@ def _create_and_write(path: str, start: float, w: int) -> None:
     _writer(path, w)
 
 
+@pytest.mark.soak  # a stress test of ~50 s: with the fault-injection soak in CI's second step
 def test_processes_creating_one_store_at_once(tmp_path):
     """Switching a new SQLite file to WAL needs it to itself, and SQLite answers "locked" at once there (no busy
     wait): processes that create one store together must take turns instead of failing."""
