@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 from dataclasses import dataclass
 from importlib import metadata
@@ -41,7 +40,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
-from bench.core.data import cache_dir
+from bench.core.data import cache_dir, tensor_digest
 from bench.core.registry import Registry
 from bench.core.tempfiles import atomic_write
 
@@ -181,13 +180,6 @@ def torch_fidelity_version() -> str:
     return metadata.version("torch-fidelity")
 
 
-def images_digest(images: torch.Tensor) -> str:
-    """sha256 of a uint8 image tensor's shape and bytes: names the exact images a value was computed on."""
-    h = hashlib.sha256(f"{tuple(images.shape)}|{images.dtype}\n".encode())
-    h.update(images.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 # --- stage 1: features ----------------------------------------------------------------------------------------
 @functools.cache
 def _extractor(mode: str, weights_path: str, device: str) -> torch.nn.Module:
@@ -214,7 +206,7 @@ def cached_features(images: torch.Tensor, name: str, *, mode: str = DEFAULT_FEAT
     images' digest, the weights' digest and the extractor, so that every run and metric shares one extraction.
     The file holds one tensor and is read with weights_only=True; an unreadable file is recomputed."""
     weights = weights or inception_weights()
-    key = f"{name}-x{images_digest(images)[:16]}-w{weights.sha256[:12]}-{FEATURES.get(mode).extractor}"
+    key = f"{name}-x{tensor_digest(images)[:16]}-w{weights.sha256[:12]}-{FEATURES.get(mode).extractor}"
     path = (root or cache_dir() / "features") / f"{key}.pt"
     if path.exists():
         with contextlib.suppress(Exception):  # a damaged cache file is recomputed, never trusted
@@ -321,7 +313,7 @@ class _InceptionMetric(Metric):
             gen = to_uint8(self.images(ctx).clamp(0, 1))
             ctx.save_eval_images(self.side, gen)
             ctx._memo[gen_key] = (inception_features(gen, mode=mode, weights=weights, device=ctx.device),
-                                  images_digest(gen))
+                                  tensor_digest(gen))
         f_gen, gen_digest = ctx._memo[gen_key]
         if len(f_gen) < self.need:
             return not_available(self.keys, f"{self.needs_what} need at least {self.need} {self.side} images, "
