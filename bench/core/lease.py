@@ -201,8 +201,10 @@ def acquire(path: str | Path, timeout: float | None = None) -> Lease | Held:
             reason = stale_reason(path, current, timeout)
             if reason is None:
                 return Held(path, current)
-            if _remove_if_unchanged(path, current):
-                took_over = reason
+            # recorded even when a rival claimant moved the abandoned lease away first: if we then win the
+            # path, ours is still the claim that follows it
+            took_over = reason
+            _remove_if_unchanged(path, current)
             continue
         try:
             _write_fd(fd, json.dumps(asdict(info)))
