@@ -29,7 +29,7 @@ from . import grids as G
 from . import plots as P
 from .claims import Claim, check_all, describe
 from .results import DONE, Results, Run, load_results
-from .tables import Table, build_tables, markdown_escape, to_csv, to_html, to_latex, to_markdown
+from .tables import Table, build_tables, markdown_escape, timing_frame, to_csv, to_html, to_latex, to_markdown
 
 CACHE_FILE = ".figure-cache.json"
 
@@ -57,6 +57,14 @@ class Bullets:
 @dataclass
 class TableBlock:
     table: Table
+    files: dict[str, str]
+
+
+@dataclass
+class FrameBlock:
+    """A small table of text cells (not a results table: no best marks, no provenance)."""
+
+    frame: Any  # pandas.DataFrame
     files: dict[str, str]
 
 
@@ -113,6 +121,10 @@ def to_markdown_doc(doc: Document) -> str:
         elif isinstance(b, TableBlock):
             out += [to_markdown(b.table), ""]
             out += ["<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
+        elif isinstance(b, FrameBlock):
+            df = b.frame.map(markdown_escape).rename(columns=markdown_escape)
+            out += [df.to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (df.shape[1] - 1)),
+                    "", "<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
         elif isinstance(b, Notes):
             out += [f"**{esc(b.summary)}**", ""] + [f"<sub>{esc(n)}</sub>  " for n in b.lines] + [""]
         elif isinstance(b, Figure):
@@ -158,6 +170,10 @@ def to_html_doc(doc: Document) -> str:
             body.append("<ul>" + "".join(f"<li>{_html_item(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, TableBlock):
             body.append(f'<div class="scroll">{to_html(b.table)}</div>')
+            links = ", ".join(f'<a href="{html.escape(v)}">{html.escape(k)}</a>' for k, v in b.files.items())
+            body.append(f'<p class="small">Files: {links}</p>')
+        elif isinstance(b, FrameBlock):
+            body.append(f'<div class="scroll">{b.frame.to_html(index=False, border=0, classes="results")}</div>')
             links = ", ".join(f'<a href="{html.escape(v)}">{html.escape(k)}</a>' for k, v in b.files.items())
             body.append(f'<p class="small">Files: {links}</p>')
         elif isinstance(b, Notes):  # collapsed by default: the figures follow the numbers closely
@@ -383,6 +399,16 @@ def claim_blocks(table: Table, results: Results, claims: list[Claim] | None) -> 
     return [Heading(4, "Claims"), Bullets([describe(c) for c in checked])]
 
 
+def timing_blocks(table: Table, results: Results, report_dir: Path) -> list[Any]:
+    frame = timing_frame(table, results.values)
+    path = path_under(report_dir / "tables", f"{table.slug}-time.csv")
+    _write(path, frame.to_csv(index=False, lineterminator="\n"))
+    return [Para("Where the time goes: seconds per run, mean over seeds. Work that metrics share (the held-out "
+                 "images' Inception features, the reconstructions) counts in the first metric that needs it; "
+                 "features found in the cache cost nothing.", True),
+            FrameBlock(frame, {"csv": f"tables/{path.name}"})]
+
+
 def build_document(results: Results, report_dir: Path, data_root: str | None = None, grids: bool = True,
                    plots: bool = True, log=print, claims: list[Claim] | None = None) -> Document:
     doc = Document("aegan-bench report")
@@ -412,6 +438,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
                 doc.add(TableBlock(view, write_tables(view, report_dir)))
                 if view.view == "main":
                     doc.add(*claim_blocks(table, results, claims))
+            doc.add(*timing_blocks(table, results, report_dir))
             doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes))
             if grids:
                 doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged))

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from bench.core.paths import safe_name
-from metrics import direction
+from metrics import METRICS, direction
 
 from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
 
@@ -278,6 +278,29 @@ def build_tables(results: Results) -> list[Table]:
             table.footnotes = _footnotes(table, results.values)
             tables.append(table)
     return tables
+
+
+def timing_frame(table: Table, values: dict[str, dict[str, Value]]) -> pd.DataFrame:
+    """Where the time goes: seconds of training and of each metric's evaluation, one row per stage and one
+    column per row of the table (mean over its seeds). Metrics whose every value is n/a are left out."""
+    per_run: dict[str, dict[str, float]] = {}
+    for r in table.runs:
+        secs = {"training": r.train_seconds}
+        for v in values[r.run_id].values():
+            if v.value is not None and "eval_seconds" in v.provenance:
+                secs[v.metric] = float(v.provenance["eval_seconds"])  # one per metric, repeated on each key
+        secs["evaluation (total)"] = sum(t for k, t in secs.items() if k != "training")
+        per_run[r.run_id] = secs
+    measured = {k for secs in per_run.values() for k in secs}
+    stages = ["training", *[n for n, _ in METRICS.items() if n in measured], "evaluation (total)"]
+    data: dict[str, list[str]] = {"stage": stages}
+    for row in table.rows:
+        col = []
+        for stage in stages:
+            got = [per_run[r.run_id][stage] for r in row.runs if stage in per_run[r.run_id]]
+            col.append(significant(statistics.fmean(got), 3) if got else MISSING_TEXT)
+        data[row.label] = col
+    return pd.DataFrame(data)
 
 
 # --- rendering ------------------------------------------------------------------------------------------

@@ -299,7 +299,7 @@ while len(list(d.iterdir())) < 2 and time.time() < deadline:
 """
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # CI's second step: the default suite keeps to its 10-minute budget
 def test_two_identical_run_commands_at_once(tmp_path):
     """Both exit 0, each run is trained exactly once, log.jsonl has one line per logged step, and one process
     said which run it left to the other."""
@@ -362,7 +362,7 @@ cp "$OUT"/runs/*/last.pt "$KEEP/"
 """
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # CI's second step: the default suite keeps to its 10-minute budget
 def test_a_full_disk_while_checkpointing_fails_truthfully_and_resumes(tmp_path, shared_cache):
     """A real full disk: the run directories on a small tmpfs (in a user and mount namespace) that holds one
     checkpoint but not a second. The run fails naming the file, the store says failed, no temporary stays;

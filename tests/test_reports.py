@@ -189,7 +189,7 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
     html_path = rendered_report(tmp_path_factory)
     rep = html_path.parent
     assert html_path.name == "report.html"
-    tables = {p.name for p in (rep / "tables").iterdir()}
+    tables = {p.name for p in (rep / "tables").iterdir()} - {"mnist5k-smoke-time.csv"}
     views = {name.rsplit(".", 1)[0].removeprefix("mnist5k-smoke-") for name in tables}
     from reports.tables import FAMILIES
 
@@ -225,7 +225,14 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
     html = html_path.read_text()
     # self-contained: every image inline, none linked from disk
     assert html.count("<img") == html.count('src="data:image/png;base64,') == 6
-    assert html.count('class="dataframe results"') == len(views)
+    assert html.count('class="dataframe results"') == len(views) + 1  # and where the time goes
+    # where the time goes: training from the store's runs, one row per metric evaluated, their sum
+    time = pd.read_csv(rep / "tables" / "mnist5k-smoke-time.csv").set_index("stage")
+    assert list(time.index) == ["training", "mse", "reencode", "evaluation (total)"]
+    assert list(time.columns) == ["faae", "aae"] and (time.loc["training"] > 0).all()
+    assert time.loc["evaluation (total)"].to_numpy() == pytest.approx(time.loc[["mse", "reencode"]].sum().to_numpy(),
+                                                                       rel=0.02, abs=0.002)
+    assert "Where the time goes" in md
     # provenance on demand: collapsed, after the tables
     assert "<details><summary>Provenance and notes" in html and "<details open" not in html
     # the recon grid: real images, faae, aae, one row each

@@ -120,7 +120,7 @@ def test_status_without_sweep_and_methods_missing(tmp_path, capsys):
     assert "--methods is required" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # CI's second step: the default suite keeps to its 10-minute budget
 def test_preempted_job_is_requeued_and_resumes(tmp_path, shared_cache, monkeypatch):
     """SIGUSR2 is what Slurm sends a job it preempts: the job's checkpoint() resubmits the same call, submitit
     requeues it, and the new process resumes the run from last.pt instead of starting again."""
