@@ -245,14 +245,15 @@ def protocol_blocks(table: Table) -> list[Any]:
             for r in runs]
     shared = {k: v for k, v in flat[0].items() if all(f.get(k) == v for f in flat)}
     text = ", ".join(f"{k}={v}" for k, v in sorted(shared.items()) if k not in ("dataset", "protocol"))
-    blocks: list[Any] = [Para(f"Protocol {table.protocol}: {desc}."), Para(f"Settings shared by all runs: {text}.", True)]
+    lines = [f"Shared by all runs: {text}."]
     differing = sorted({k for f in flat for k in f} - set(shared))
     for row in table.rows:
         config = _flatten(row.runs[0].config)
         own = {k: v for k, v in config.items() if k.startswith("params.") or k in differing}
         if own:
-            blocks.append(Para(f"{row.label}: " + ", ".join(f"{k}={v}" for k, v in sorted(own.items())), True))
-    return blocks
+            lines.append(f"{row.label}: " + ", ".join(f"{k}={v}" for k, v in sorted(own.items())))
+    # the full settings on demand, like the provenance: the tables and figures come first
+    return [Para(f"Protocol {table.protocol}: {desc}."), Notes("Settings (shared by all runs, then each row's own)", lines)]
 
 
 def environment_blocks(runs: list[Run]) -> list[Any]:
@@ -403,7 +404,7 @@ def timing_blocks(table: Table, results: Results, report_dir: Path) -> list[Any]
     frame = timing_frame(table, results.values)
     path = path_under(report_dir / "tables", f"{table.slug}-time.csv")
     _write(path, frame.to_csv(index=False, lineterminator="\n"))
-    return [Para("Where the time goes: seconds per run, mean over seeds. Work that metrics share (the held-out "
+    return [Para("Seconds per run, mean over seeds. Work that metrics share (the held-out "
                  "images' Inception features, the reconstructions) counts in the first metric that needs it; "
                  "features found in the cache cost nothing.", True),
             FrameBlock(frame, {"csv": f"tables/{path.name}"})]
@@ -428,7 +429,8 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
             doc.add(Para(desc))
         for table in [t for t in tables if t.dataset == ds]:
             doc.add(Heading(3, table.title, table.slug))
-            doc.add(*protocol_blocks(table))
+            description, settings = protocol_blocks(table)
+            doc.add(description)
             views = table.views()
             for i, view in enumerate(views):
                 if i == 1:
@@ -438,12 +440,12 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
                 doc.add(TableBlock(view, write_tables(view, report_dir)))
                 if view.view == "main":
                     doc.add(*claim_blocks(table, results, claims))
-            doc.add(*timing_blocks(table, results, report_dir))
-            doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes))
+            doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes), settings)
             if grids:
                 doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged))
             if plots:
                 doc.add(Heading(4, "Plots"), *plot_blocks(table, results, report_dir, cache, log))
+            doc.add(Heading(4, "Where the time goes"), *timing_blocks(table, results, report_dir))
             doc.add(*environment_blocks(table.runs))
             doc.add(*run_blocks(table.runs, report_dir))
         others = [r for r in results.runs if r.dataset == ds and r.status != DONE]

@@ -232,7 +232,7 @@ def test_report_from_smoke_store(smoke_out, tmp_path_factory):
     assert list(time.columns) == ["faae", "aae"] and (time.loc["training"] > 0).all()
     assert time.loc["evaluation (total)"].to_numpy() == pytest.approx(time.loc[["mse", "reencode"]].sum().to_numpy(),
                                                                        rel=0.02, abs=0.002)
-    assert "Where the time goes" in md
+    assert "#### Where the time goes" in md
     # provenance on demand: collapsed, after the tables
     assert "<details><summary>Provenance and notes" in html and "<details open" not in html
     # the recon grid: real images, faae, aae, one row each
