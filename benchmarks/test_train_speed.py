@@ -2,13 +2,22 @@
 
 Run: python -m pytest benchmarks/test_train_speed.py --benchmark-columns=mean,rounds
 Same nets, same batch, same data; each method's full step (all of its phases). The speed-ups are
-printed at the end of the session and kept in each benchmark's extra_info (images_per_s).
+printed at the end of the session and kept in each benchmark's extra_info (images_per_s), with what bounds
+them: the step's floating-point work (torch.utils.flop_counter) divided by its time, against this CPU's
+matrix-multiply rate in the same precision (a 2048x2048 matmul). Where the step already runs near that rate,
+the speed-up of bf16 over fp32 cannot exceed the ratio of the two matmul rates: about 2x with AVX512-BF16
+alone, about 7x with AMX.
 """
 
 from __future__ import annotations
 
+import re
+import time
+from pathlib import Path
+
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from bench.core.config import parse_overrides
 from bench.core.data import ImageData
@@ -19,16 +28,45 @@ from methods.trained import build_method
 PATHS = {"fast": {"train.precision": "bf16", "train.channels_last": "true"},
          "fp32": {"train.precision": "fp32", "train.channels_last": "false"}}
 RESULTS: dict[tuple[str, int], dict[str, float]] = {}
+#: (method, batch) -> floating-point operations of one training step
+FLOPS: dict[tuple[str, int], float] = {}
+
+
+def cpu_name() -> str:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", text)
+    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
+    shown = [f for f in ("avx512_bf16", "amx_bf16") if f in flags] or ["neither avx512_bf16 nor amx_bf16"]
+    return f"{model.group(1) if model else '?'} ({', '.join(shown)}), {torch.get_num_threads()} threads"
+
+
+def matmul_rate(dtype: torch.dtype, n: int = 2048, rounds: int = 10) -> float:
+    """FLOP/s of a large square matmul: about the best this CPU does in that precision."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        a @ b
+    return 2 * n**3 * rounds / (time.perf_counter() - t0)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def report():
     yield
-    print("\ntraining step throughput (images/s), fast path vs plain fp32 eager:")
+    peak = {"fast": matmul_rate(torch.bfloat16), "fp32": matmul_rate(torch.float32)}
+    print(f"\nCPU: {cpu_name()}; matmul GFLOP/s: bf16 {peak['fast'] / 1e9:.0f}, fp32 {peak['fp32'] / 1e9:.0f} "
+          f"(ratio {peak['fast'] / peak['fp32']:.2f}x: the ceiling of the speed-up below where convolutions dominate)")
+    print("training step throughput (images/s), fast path vs plain fp32 eager; achieved GFLOP/s and the share "
+          "of the matmul rate:")
     for (method, bs), r in sorted(RESULTS.items()):
         if {"fast", "fp32"} <= r.keys():
+            per_image = FLOPS[(method, bs)] / bs
+            rate = {p: r[p] * per_image for p in ("fast", "fp32")}
             print(f"  {method:6s} batch {bs:4d}: fast {r['fast']:7.1f}  fp32 {r['fp32']:7.1f}  "
-                  f"speed-up {r['fast'] / r['fp32']:.2f}x")
+                  f"speed-up {r['fast'] / r['fp32']:.2f}x  |  {per_image / 1e6:.0f} MFLOP/image, fast "
+                  f"{rate['fast'] / 1e9:.0f} GFLOP/s ({rate['fast'] / peak['fast']:.0%}), fp32 "
+                  f"{rate['fp32'] / 1e9:.0f} GFLOP/s ({rate['fp32'] / peak['fp32']:.0%})")
 
 
 @pytest.mark.parametrize("batch", [64, 128])
@@ -49,6 +87,11 @@ def test_train_step(benchmark, method, path, batch):
     x = to_batch(data.train, cpu, cfg.train.channels_last)
     for _ in range(3):  # warm-up: oneDNN picks and caches its kernels
         train_step(state, x, cfg, cpu)
+    if (method, batch) not in FLOPS:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            train_step(state, x, cfg, cpu)
+        FLOPS[(method, batch)] = counter.get_total_flops()
     benchmark.pedantic(train_step, args=(state, x, cfg, cpu), rounds=8, iterations=1)
     ips = batch / benchmark.stats.stats.mean
     benchmark.extra_info["images_per_s"] = ips
