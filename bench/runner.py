@@ -169,8 +169,9 @@ def phase_backward(method: Method, phase, x: torch.Tensor, ctx: StepContext, dev
     return losses
 
 
-def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch.device) -> dict[str, float]:
-    """One step: every phase of the method in order. Returns the logged losses as floats."""
+def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch.device) -> dict[str, torch.Tensor]:
+    """One step: every phase of the method in order. Returns the logged losses as detached tensors on the device:
+    converting them to numbers here would wait for the device at every step (see LossMeter)."""
     method = state.method
     ctx = StepContext(step=state.step, epoch=state.epoch, rec_weight=cfg.loss.rec_weight_at(state.epoch),
                       adv_weight=cfg.loss.adv_weight, generator=state.latent_gen)
@@ -186,11 +187,52 @@ def train_step(state: TrainState, x: torch.Tensor, cfg: RunConfig, device: torch
             logs[f"{ph.name}/{k}"] = v.detach()
     for sched in state.schedulers.values():
         sched.step()
-    out = {k: float(v) for k, v in logs.items()}
-    bad = [k for k, v in out.items() if not math.isfinite(v)]
-    if bad:
-        raise DivergedError(f"non-finite loss at step {state.step}: {', '.join(bad)}")
-    return out
+    return logs
+
+
+class LossMeter:
+    """The logged losses of the steps since the last log line, summed on the device.
+
+    Reading a loss as a Python number waits for the device; doing it for every loss at every step kept a GPU
+    idle between steps. Here the losses stay on the device and are read together, with one host
+    synchronisation, every train.log_every steps (and before a checkpoint): the log line carries their mean
+    over the interval. A non-finite loss is still caught: beside the sums, the first step at which each loss
+    was not finite is kept on the device too."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.sums: torch.Tensor | None = None
+        self.first_bad: torch.Tensor | None = None  # per loss: the first step it was not finite; +inf while none
+        self.steps = 0
+
+    def add(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        values = torch.stack([v.detach().reshape(()).double() for v in losses.values()])
+        if self.sums is None:
+            self.keys = list(losses)
+            self.sums = torch.zeros_like(values)
+            self.first_bad = torch.full_like(values, math.inf)
+        self.sums += values
+        self.first_bad = torch.where(torch.isfinite(values), self.first_bad, self.first_bad.clamp(max=step))
+        self.steps += 1
+
+    def read(self) -> dict[str, float]:
+        """The mean of each loss over the steps since the last reset (one host synchronisation). Raises
+        DivergedError, naming the first step and the losses that were not finite at it, when any was not."""
+        if self.sums is None or not self.steps:
+            return {}
+        values = torch.cat([self.sums, self.first_bad]).tolist()
+        sums, first_bad = values[: len(self.keys)], values[len(self.keys):]
+        step = min(first_bad)
+        if math.isfinite(step):
+            bad = [k for k, s in zip(self.keys, first_bad) if s == step]
+            raise DivergedError(f"non-finite loss at step {int(step)}: {', '.join(bad)}")
+        return {k: v / self.steps for k, v in zip(self.keys, sums)}
+
+    def reset(self) -> None:
+        if self.sums is not None:
+            self.sums.zero_()
+            self.first_bad.fill_(math.inf)
+        self.steps = 0
 
 
 @torch.no_grad()
@@ -335,7 +377,18 @@ def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: 
     bar = tqdm(total=total, initial=state.step, desc=cfg.run_id(), disable=not progress, leave=False,
                dynamic_ncols=True)
 
+    meter = LossMeter()
+
+    def read_losses() -> dict[str, float]:
+        # the wait for the device's outstanding work happens here: it counts as training time
+        t0 = time.perf_counter()
+        try:
+            return meter.read()
+        finally:
+            state.train_seconds += time.perf_counter() - t0
+
     def checkpoint() -> None:
+        read_losses()  # a checkpoint never holds weights trained on a non-finite loss
         guard()
         save_checkpoint(state.state_dict(cfg), run_dir / CHECKPOINT)
 
@@ -346,15 +399,16 @@ def _train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: 
                 idx = order[state.pos * bs : (state.pos + 1) * bs]
                 t0 = time.perf_counter()
                 x = to_batch(data.train[idx], device, cfg.train.channels_last)
-                losses = train_step(state, x, cfg, device)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                meter.add(train_step(state, x, cfg, device), state.step)
                 state.train_seconds += time.perf_counter() - t0
                 state.images_seen += bs
                 state.step += 1
                 state.pos += 1
                 bar.update(1)
                 if state.step % cfg.train.log_every == 0 or state.step == total:
+                    # the mean of each loss over the steps since the previous line
+                    losses = read_losses()
+                    meter.reset()
                     rec = {"step": state.step, "epoch": state.epoch, **losses,
                            "images_per_s": state.images_seen / max(state.train_seconds, 1e-9)}
                     guard()
