@@ -91,16 +91,17 @@ class Recording(FAAE):
         return z
 
 
-def rank_main(rank: int, port: int, out: Path) -> None:
-    """One of two processes (forked: no second import of torch): three smoke steps of F-AAE through the runner's
-    loop on the synthetic images, noting what this rank saw; then rank 0 fails a write that every rank waits for,
-    and rank 1 alone sees a non-finite loss. Saves its record to out/rank<r>.pt."""
+def rank_main(rank: int, port: int, out: Path, steps: int, resume: Path | None) -> None:
+    """One of two processes (forked: no second import of torch): `steps` smoke steps of F-AAE through the runner's
+    loop on the synthetic images, from the start or resuming the checkpoint `resume` as the runner does, noting
+    what this rank saw; then rank 0 fails a write that every rank waits for, and rank 1 alone sees a non-finite
+    loss. Saves its record to out/rank<r>.pt; rank 0 writes the run's files to out/run."""
     try:
         torch.set_num_threads(1)  # as torch's DataLoader workers do after a fork
         os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
         world = world_from_env()
-        cfg = smoke(**SETTINGS)
+        cfg = smoke(**{**SETTINGS, "train.max_steps": steps})
         run_dir = out / "run"
         record: dict = {"rank": world.rank}
         with process_group(world, CPU):
@@ -108,8 +109,12 @@ def rank_main(rank: int, port: int, out: Path) -> None:
             method = Recording(ModelSpec(1, 32, cfg.model.latent_dim, cfg.model.width, cfg.model.prior))
             method = method.to(memory_format=torch.channels_last)
             state = make_state(cfg, method)
+            ckpt = load_checkpoint(resume) if resume else None
+            if ckpt is not None:
+                state.load(ckpt)
+                state.finished = False
             if not world.is_main:
-                state.rank_streams(None, cfg.seed, world)
+                state.rank_streams(ckpt, cfg.seed, world)
             record["init"] = {k: v.detach().clone() for k, v in method.named_parameters()}
             _train(cfg, state, synthetic(), CPU, run_dir, progress=False, world=world)
             record.update(seen=method.seen, drawn=method.drawn, latent_gen=state.latent_gen.get_state(),
@@ -145,20 +150,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_ranks_share_each_batch_draw_their_own_latents_and_keep_equal_weights(tmp_path):
-    (tmp_path / "run" / "samples").mkdir(parents=True)
+def two_ranks(out: Path, steps: int = 3, resume: Path | None = None) -> tuple[dict, dict]:
+    """rank_main in two forked processes; their records."""
+    (out / "run" / "samples").mkdir(parents=True)
     ctx, port = multiprocessing.get_context("fork"), free_port()
-    procs = [ctx.Process(target=rank_main, args=(rank, port, tmp_path)) for rank in (0, 1)]
+    procs = [ctx.Process(target=rank_main, args=(rank, port, out, steps, resume)) for rank in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(120)
         if p.exitcode is None:
             p.kill()
-    errors = [f.read_text() for f in sorted(tmp_path.glob("rank*.err"))]
+    errors = [f.read_text() for f in sorted(out.glob("rank*.err"))]
     assert [p.exitcode for p in procs] == [0, 0], errors
-    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    return r0, r1
+
+
+@pytest.mark.slow
+def test_two_ranks_share_each_batch_draw_their_own_latents_and_keep_equal_weights(tmp_path):
+    r0, r1 = two_ranks(tmp_path)
     cfg = smoke(**SETTINGS)
     order = epoch_order(cfg, N_IMAGES, 0).tolist()
     assert len(r0["seen"]) == len(r1["seen"]) == 3
@@ -186,6 +197,13 @@ def test_two_ranks_share_each_batch_draw_their_own_latents_and_keep_equal_weight
     # a write failing on rank 0 stops rank 1 too, and a non-finite loss on rank 1 stops both
     assert r0["write"] == "raised: the disk of rank 0 is full" and r1["write"] == "stopped"
     assert r0["diverged"] == r1["diverged"] == "non-finite loss at step 7: loss"
+
+    # two processes resume a two-process checkpoint exactly: 2 steps, then the third, equal 3 steps in one go
+    first, _ = two_ranks(tmp_path / "first", steps=2)
+    assert first["params"].keys() == r0["params"].keys()
+    resumed, _ = two_ranks(tmp_path / "resumed", steps=3, resume=tmp_path / "first" / "run" / CHECKPOINT)
+    assert len(resumed["seen"]) == 1 and resumed["seen"][0] == r0["seen"][2]
+    assert all(torch.equal(resumed["params"][k], r0["params"][k]) for k in r0["params"])
 
 
 @pytest.mark.slow
