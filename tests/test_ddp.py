@@ -263,3 +263,13 @@ def test_world_from_the_environment_and_refusals():
         check_data_parallel([smoke(**{"train.batch_size": 33})], two)
     assert training_provenance([[1, 64]]) == {}
     assert training_provenance([[2, 32]]) == {"train_world_size": 2, "train_batch_per_rank": 32}
+
+
+def test_values_of_two_processes_are_compared_with_one_processs_with_a_warning():
+    from bench.compare.verdicts import Comparison, _check_provenance
+
+    one = {"metric": "mse", "n_images": 64, "split": "test", "device": "cpu"}
+    two = {**one, **training_provenance([[2, 32]])}
+    out = Comparison(None, None, [], 0.05)
+    _check_provenance("faae", "mnist5k", "recon_mse", [{"provenance": one}], [{"provenance": two}], out, gated=True)
+    assert [w for w in out.warnings if "train_world_size" in w] and [w for w in out.warnings if "train_batch_per_rank" in w]
