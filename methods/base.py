@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -79,6 +81,23 @@ class Method(nn.Module):
     # --- training -------------------------------------------------------------------------------
     def phase_parameters(self, phase: Phase) -> list[nn.Parameter]:
         return [p for m in phase.modules for p in getattr(self, m).parameters()]
+
+    @contextlib.contextmanager
+    def substituted(self, modules: Mapping[str, nn.Module]) -> Iterator[None]:
+        """The named sub-modules (e.g. "G") replaced by `modules` for the duration, then put back whatever happens.
+
+        The runner passes the DistributedDataParallel wrappers of the networks a phase updates, which share their
+        parameters, so that the phase's losses reach them through DDP (which averages their gradients over the
+        processes) while frozen networks are called bare. Outside it the sub-modules are the networks themselves,
+        so state_dict keys never gain DDP's "module." prefix and a checkpoint loads in a single process."""
+        saved = {name: getattr(self, name) for name in modules}
+        try:
+            for name, module in modules.items():
+                setattr(self, name, module)
+            yield
+        finally:
+            for name, module in saved.items():
+                setattr(self, name, module)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -49,15 +49,16 @@ def select_metrics(names: list[str] | None, pretrained: bool = True) -> list[str
 
 def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_dir: Path | None = None,
              metrics: list[str] | None = None, overwrite: bool = False, extras: dict[str, Any] | None = None,
-             log=print) -> None:
+             log=print, trained: dict[str, Any] | None = None) -> None:
     """Score a trained method with every selected metric not yet in the store (all when overwrite).
-    With a run_dir, the run's result file is rewritten after each metric stored (bench.core.result_file)."""
+    With a run_dir, the run's result file is rewritten after each metric stored (bench.core.result_file).
+    `trained`: how the weights were trained, recorded in every value's provenance (see EvalContext.trained)."""
     done = set() if overwrite else store.metrics_done(run_id)
     provides = frozenset(type(method).provides)
     ctx = EvalContext(method=method, data=data, device=device, precision=cfg.train.precision, seed=cfg.seed,
                       n_images=min(cfg.eval.n_images or len(data.test), len(data.test)),
                       n_samples=cfg.eval.n_samples, batch_size=cfg.eval.batch_size, run_dir=run_dir, config=cfg,
-                      extras=extras or {})
+                      extras=extras or {}, trained=trained or {})
     method.eval()
     for name in select_metrics(metrics, cfg.eval.pretrained):
         if name in done:

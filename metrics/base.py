@@ -42,6 +42,9 @@ class EvalContext:
     config: Any = None  # bench.config.RunConfig
     #: filled by the runner (e.g. measured training throughput) for metrics that report it
     extras: dict[str, Any] = field(default_factory=dict)
+    #: how the weights were trained, where that may move the values: data-parallel world size and batch per
+    #: process (bench.core.distributed.training_provenance; empty for one process). In every value's provenance
+    trained: dict[str, Any] = field(default_factory=dict)
     #: encodings and reconstructions of the held-out images, shared by every metric of one evaluation
     #: (encoding by latent search costs minutes, so it must happen once, not once per metric)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -100,7 +103,8 @@ class EvalContext:
         n_images of the test split whose digest is given, and the training split the run learned from)."""
         return {"device": self.device.type, "dtype": self.precision, "seed": self.seed,
                 "dataset": self.data.name, "split": "test", "resolution": self.data.resolution,
-                "test_split_sha256": self.data.test_sha256[:16], "train_split_sha256": self.data.train_sha256[:16]}
+                "test_split_sha256": self.data.test_sha256[:16], "train_split_sha256": self.data.train_sha256[:16],
+                **self.trained}
 
     def save_eval_images(self, name: str, images: torch.Tensor) -> Path | None:
         """Keep the exact uint8 images a distribution metric scored as PNG files (lossless) in

@@ -130,6 +130,41 @@ def test_divergence_is_recorded(tmp_path, tmp_cache, monkeypatch):
     assert again.status == "diverged"
 
 
+def test_no_checkpoint_follows_a_non_finite_loss(tmp_path, shared_cache, monkeypatch):
+    """Losses are read at log lines only (none here before the end), but every checkpoint reads them first: the
+    run stops at the checkpoint after the bad step, and the file keeps the weights from before it."""
+    class LateExploding(FAAE):
+        name = "late-exploding"
+
+        def phase_loss(self, phase, x, ctx):
+            losses = super().phase_loss(phase, x, ctx)
+            if ctx.step >= 3 and phase == "gen":
+                losses["loss"] = losses["loss"] * float("inf")
+            return losses
+
+    monkeypatch.setitem(METHODS._items, "late-exploding", LateExploding)
+    cfg = smoke("late-exploding", **{"train.log_every": 100, "train.ckpt_every_s": 0})
+    [res] = execute([cfg], tmp_path, None, CPU, progress=False)
+    assert res.status == "diverged" and res.message == "non-finite loss at step 3: gen/loss"
+    ckpt = load_checkpoint(tmp_path / "runs" / cfg.run_id() / CHECKPOINT)
+    assert ckpt["step"] == 3 and all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_loss_meter_means_and_first_bad_step():
+    from bench.runner import DivergedError, LossMeter
+
+    meter = LossMeter()
+    meter.add({"a": torch.tensor(1.0), "b": torch.tensor(2.0)}, step=0)
+    meter.add({"a": torch.tensor(3.0), "b": torch.tensor(6.0)}, step=1)
+    assert meter.read() == ({"a": 2.0, "b": 4.0}, False)
+    meter.reset()
+    assert meter.read() == ({}, False)
+    meter.add({"a": torch.tensor(1.0), "b": torch.tensor(float("nan"))}, step=2)
+    meter.add({"a": torch.tensor(float("inf")), "b": torch.tensor(float("nan"))}, step=3)
+    with pytest.raises(DivergedError, match=r"^non-finite loss at step 2: b$"):
+        meter.read()
+
+
 def _writer(path: str, worker: int) -> None:
     from metrics.base import MetricValue
 

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..core.checkpoint import CheckpointError, load_checkpoint
     from ..core.data import check_run_data, load_dataset
     from ..core.device import device_name, resolve_device
+    from ..core.distributed import training_provenance
     from ..core.provenance import code_version, package_versions
     from ..core.result_file import write_result
     from ..core.store import Store
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             extras["train_images_per_s"] = ckpt["images_seen"] / ckpt["train_seconds"]
             if row is not None:
                 extras["train_device"] = row["device"]
+        trained = training_provenance(ckpt.get("parallel", []))  # processes that trained the weights, if several
         print(f"{f.run_id}: evaluating from {path}")
         # no --metrics: the run's protocol default set, as `evaluate` resolves it
         selected = select_metrics(metrics, cfg.eval.pretrained)
@@ -152,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
         if stale:  # stored before the metric gained keys: recompute those metrics whole
             print(f"  recomputing {', '.join(stale)}: stored without some of their current keys")
             evaluate(method, cfg, data, device, store, f.run_id, f.run_dir, metrics=stale, overwrite=True,
-                     extras=extras)
+                     extras=extras, trained=trained)
         evaluate(method, cfg, data, device, store, f.run_id, f.run_dir, metrics=metrics, overwrite=args.overwrite,
-                 extras=extras)
+                 extras=extras, trained=trained)
         if row is not None and row["status"] != "done":  # e.g. killed during its first evaluation
             store.set_status(f.run_id, "done")
         write_result(store, f.run_id, f.run_dir)  # also for runs stored before result files existed

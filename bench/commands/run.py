@@ -76,21 +76,29 @@ def grid_configs(args: argparse.Namespace) -> list[RunConfig]:
 
 @command("run", "train and evaluate methods under a protocol, resuming what was interrupted", _args)
 def run(args: argparse.Namespace) -> int:
+    """Under `torchrun --nproc-per-node=N -m bench run ...` the N processes train one run with DistributedDataParallel
+    (bench.runner, docs/scale-out.md); rank 0 alone writes, evaluates and reports."""
     from metrics import named_metrics
 
     from ..compare import check_tags
     from ..core.device import resolve_device
-    from ..runner import execute
+    from ..core.distributed import process_device, process_group, world_from_env
+    from ..runner import check_data_parallel, execute
 
+    world = world_from_env()  # several processes under torchrun: they train one run together
     tags = check_tags(args.tag)
     cfgs = grid_configs(args)
+    check_data_parallel(cfgs, world)
     metrics = named_metrics(split_list(args.metrics))
     try:
-        device = resolve_device(args.device)
+        device = process_device(resolve_device(args.device), world)
     except (ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
-    results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress)
+    with process_group(world, device):
+        results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress, world)
+    if not world.is_main:  # rank 0 stores, reports and sets the exit code of the run
+        return 0
     if tags:
         from ..core.result_file import write_result
         from ..core.store import Store

@@ -56,8 +56,12 @@ MEASUREMENT_KEYS = (
     "feature_extractor", "feature_layer", "feature_mode", "net", "k", "space", "weights", "weights_sha256",
     "*sha256*", "*hash*",
 )
-#: entries that may differ, with a warning: the same measurement on other hardware, arithmetic or package versions
-WARN_PROVENANCE = ("device", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips", "weights_source")
+#: entries that may differ, with a warning: the same measurement on other hardware, arithmetic or package versions.
+#: Weights trained by several processes (train_world_size, train_batch_per_rank; absent for one) are flagged, not
+#: refused: the global batch, steps and learning rates are those of one process, only BatchNorm's batch statistics
+#: (per process on the CPU) and the random streams differ (bench.core.distributed.training_provenance)
+WARN_PROVENANCE = ("device", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips", "weights_source",
+                   "train_world_size", "train_batch_per_rank")
 #: entries that differ between comparable runs by design, not even worth a note
 IGNORED_PROVENANCE = ("seed", "eval_seconds", "run_dir", "metric", "reason")
 #: the digests of the images a value was computed on: different splits are refused unless asked for
