@@ -82,3 +82,10 @@ def test_method_config_defaults_sit_between_protocol_and_set():
     # the adversarial phase's scale where it was measured (cifar10), the paper's 1 elsewhere
     assert (quick.lr_adv_scale, resolve_config("faae", "mnist5k", "quick").optim.lr_adv_scale) == (0.5, 1.0)
     assert resolve_config("bigan", "cifar10", "quick", 0, parse_overrides(["optim.beta1=0.7"])).optim.beta1 == 0.7
+    # the first command's dataset runs a smaller budget; --set still wins over it, other datasets keep the general one
+    def budget(cfg):
+        return cfg.model.width, cfg.model.latent_dim, cfg.train.max_steps, cfg.eval.n_samples
+
+    assert budget(resolve_config("faae", "mnist5k", "quick")) == (32, 32, 1000, 500)
+    assert budget(resolve_config("faae", "cifar10", "quick")) == (64, 256, 2000, 2000)
+    assert budget(resolve_config("aae", "mnist5k", "quick", 0, parse_overrides(["model.width=64"])))[0] == 64
