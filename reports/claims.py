@@ -91,7 +91,8 @@ class KeyEvidence:
     better: str  # the claimed method's cell, as printed
     than: str
     verdict: str  # SUPPORTED / NOT_SUPPORTED / UNDECIDED for this key
-    basis: str
+    basis: str  # how the two were compared (test and p-value, or why there is none)
+    change: str = ""  # the claimed method's relative difference, e.g. "-25.9%"
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ def check(claim: Claim, table: Table, values: dict) -> Checked | None:
         s = compare_values(per_seed[0], per_seed[1], direction(k), DEFAULT_TOLERANCE, DEFAULT_ALPHA)
         verdict = {IMPROVED: SUPPORTED, REGRESSED: NOT_SUPPORTED}.get(s.verdict, UNDECIDED)
         basis = s.note if s.p_value is None else f"{s.note}, p={s.p_value:.2g}"
-        evidence.append(KeyEvidence(k, format_cell(a.cells[k]), format_cell(b.cells[k]), verdict,
-                                    f"{s.rel:+.1%} ({basis})"))
+        evidence.append(KeyEvidence(k, format_cell(a.cells[k]), format_cell(b.cells[k]), verdict, basis,
+                                    f"{s.rel:+.1%}"))
     verdicts = {e.verdict for e in evidence}
     overall = (SUPPORTED if verdicts == {SUPPORTED} else NOT_SUPPORTED if NOT_SUPPORTED in verdicts
                and SUPPORTED not in verdicts else UNDECIDED)
@@ -136,7 +137,12 @@ def check_all(table: Table, values: dict, extra: list[Claim] | None = None) -> l
 
 
 def describe(c: Checked) -> str:
-    """One line: verdict, the claim, and per key the two cells and the basis of the comparison."""
-    parts = "; ".join(f"{e.key}: {c.claim.better} {e.better} vs {c.claim.than} {e.than}, {e.basis}"
+    """One line: verdict, the claim, per key the two cells, and the basis of the comparisons (said once when
+    every key shares it, as with one seed per side)."""
+    shared = len({e.basis for e in c.evidence}) == 1
+    parts = "; ".join(f"{e.key}: {c.claim.better} {e.better} vs {c.claim.than} {e.than}"
+                      + (f" ({', '.join(x for x in (e.change, '' if shared else e.basis) if x)})"
+                         if e.change or not shared else "")
                       for e in c.evidence)
-    return f"{c.verdict.upper()}: {c.claim.text} [{c.claim.source}]. {parts}"
+    tail = f"; {c.evidence[0].basis}" if shared and c.evidence else ""
+    return f"{c.verdict.upper()}: {c.claim.text} [{c.claim.source}]. {parts}{tail}."

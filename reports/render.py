@@ -143,8 +143,9 @@ table.results th:first-child, table.results td:first-child { text-align: left; }
 table.results thead { border-top: 2px solid #222; border-bottom: 1px solid #222; }
 table.results tbody { border-bottom: 2px solid #222; }
 .small { font-size: 0.85em; color: #444; margin: 0.2em 0; }
-figure { margin: 1.2em 0; } figure img { max-width: 100%; image-rendering: pixelated; }
-figcaption { font-size: 0.9em; color: #444; max-width: 60em; }
+.figrow { display: flex; flex-wrap: wrap; column-gap: 2em; align-items: flex-start; }
+figure { margin: 1.2em 0; flex: 1 1 420px; max-width: 640px; } figure img { max-width: 100%; image-rendering: pixelated; }
+figcaption { font-size: 0.9em; color: #444; }
 code { font-size: 0.9em; }
 """
 
@@ -160,7 +161,11 @@ def _html_item(item: Any) -> str:
 def to_html_doc(doc: Document) -> str:
     """One page; every image inline as a data URI, so the file opens from disk with nothing else."""
     body = [f"<h1>{html.escape(doc.title)}</h1>"]
+    in_row = False  # consecutive figures share a row, side by side where the page is wide enough
     for b in doc.blocks:
+        if isinstance(b, Figure) != in_row:
+            body.append('<div class="figrow">' if not in_row else "</div>")
+            in_row = not in_row
         if isinstance(b, Heading):
             anchor = f' id="{html.escape(b.anchor)}"' if b.anchor else ""
             body.append(f"<h{b.level}{anchor}>{html.escape(b.text)}</h{b.level}>")
@@ -184,6 +189,8 @@ def to_html_doc(doc: Document) -> str:
             body.append(f'<figure><img alt="{html.escape(b.title)}" src="data:image/png;base64,{data}">'
                         f"<figcaption><strong>{html.escape(b.title)}.</strong> {html.escape(b.caption)}"
                         "</figcaption></figure>")
+    if in_row:
+        body.append("</div>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{html.escape(doc.title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
@@ -432,17 +439,25 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
             description, settings = protocol_blocks(table)
             doc.add(description)
             views = table.views()
+            # as in a paper: the main table, what it says of the claims, the first figures (reconstructions and
+            # samples, side by side), then the details and the other figures
+            figures = [Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged)] \
+                if grids else []
+            shown = [i for i, b in enumerate(figures) if isinstance(b, Figure)][:2]
+            figures, later = (figures[: shown[-1] + 1], figures[shown[-1] + 1 :]) if shown else (figures, [])
             for i, view in enumerate(views):
                 if i == 1:
                     doc.add(Heading(4, "Detail tables"))
                 if i:
                     doc.add(Para(view.view.replace("-", " ").capitalize(), True))
                 doc.add(TableBlock(view, write_tables(view, report_dir)))
-                if view.view == "main":
-                    doc.add(*claim_blocks(table, results, claims))
+                if i == 0:
+                    if view.view == "main":
+                        doc.add(*claim_blocks(table, results, claims))
+                    doc.add(*figures)
+                    figures = []
+            doc.add(*figures, *later)
             doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes), settings)
-            if grids:
-                doc.add(Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged))
             if plots:
                 doc.add(Heading(4, "Plots"), *plot_blocks(table, results, report_dir, cache, log))
             doc.add(Heading(4, "Where the time goes"), *timing_blocks(table, results, report_dir))

@@ -26,7 +26,11 @@ PROBE = ("<script>window.addEventListener('load', () => { document.body.setAttri
          "document.body.setAttribute('data-table-right', JSON.stringify([Math.max(...Array.from("
          "document.querySelectorAll('table'), t => t.getBoundingClientRect().right)), window.innerWidth])); "
          "document.body.setAttribute('data-open-details', document.querySelectorAll('details[open]').length + '/' "
-         "+ document.querySelectorAll('details').length); });</script>")
+         "+ document.querySelectorAll('details').length); "
+         # where the first figure ends and the detail tables begin: both belong in the first screen of 2,000 px
+         "document.body.setAttribute('data-first-screen', JSON.stringify([document.querySelector('figure')"
+         ".getBoundingClientRect().bottom, document.querySelectorAll('table')[1].getBoundingClientRect().top])); "
+         "});</script>")
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install -y chromium)")]
@@ -57,6 +61,8 @@ def test_report_html_in_chromium(tmp_path_factory, tmp_path):
     assert "recon_<wbr>mse ↓" in dom and "<strong>" in dom
     right, width = json.loads(re.search(r'data-table-right="([^"]*)"', dom).group(1))
     assert width == 1280 and right <= width, (right, width)  # no table overflows a 1,280 px page
+    figure_bottom, detail_top = json.loads(re.search(r'data-first-screen="([^"]*)"', dom).group(1))
+    assert figure_bottom < 2000 and detail_top < 2000, (figure_bottom, detail_top)  # main table, claims, figures
     opened, total = re.search(r'data-open-details="(\d+)/(\d+)"', dom).groups()
     assert opened == "0" and int(total) >= 1  # the provenance is collapsed by default
 
