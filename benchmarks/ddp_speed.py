@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import sqlite3
 import subprocess
 import sys
@@ -25,18 +23,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-
-def cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-    flag_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
-    flags = set(flag_line.group(1).split()) if flag_line else set()
-    marks = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags] or ["no avx512_bf16/amx"]
-    return f"{name.group(1).strip() if name else 'unknown CPU'} ({', '.join(marks)}; {os.cpu_count()} cores)"
+from benchmarks.cpu import cpu_name  # noqa: E402
 
 
 def train(processes: int, out: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -27,16 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.core.store import Store  # noqa: E402
+from benchmarks.cpu import cpu_name  # noqa: E402
 
 FETCH = "from metrics.weights import inception_weights, lpips_weights; inception_weights(); lpips_weights('alex')"
-
-
-def cpu() -> str:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
-    shown = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags] or ["no bf16 matrix instructions"]
-    return f"{model.group(1) if model else platform.processor()}, {os.cpu_count()} cores, {' '.join(shown)}"
 
 
 def timed(cmd: list[str], env: dict[str, str], log: Path) -> float:
@@ -64,7 +55,7 @@ def main() -> None:
            "TORCH_HOME": str(work / "torch-home")}
     env.pop("AEGAN_BENCH_WEIGHTS", None)
     out = work / "out"
-    print(f"CPU: {cpu()}\nwork directory: {work}")
+    print(f"CPU: {cpu_name()}\nwork directory: {work}")
     stages: list[tuple[str, float]] = [("fetch the pretrained weights (Inception, LPIPS)",
                                         timed([sys.executable, "-c", FETCH], env, work / "fetch.log"))]
     command = [sys.executable, "-m", "bench", "run", "--methods", args.methods, "--dataset", args.dataset,

@@ -43,6 +43,8 @@ def test_encode_images_per_second(benchmark, name):
         encode()  # warm-up (oneDNN picks its kernels on the first call); a search amortises it over its steps
     z = benchmark.pedantic(encode, rounds=1 if searches else 5, iterations=1)
     assert z.shape == (batch, cfg.model.latent_dim) and torch.isfinite(z).all()
+    if benchmark.stats is None:  # --benchmark-disable: the step ran once, untimed
+        return
     per_s = batch / benchmark.stats.stats.mean
     n = cfg.eval.n_images
     benchmark.extra_info.update(
