@@ -82,9 +82,12 @@ def test_report_of_a_store_with_a_hostile_protocol_stays_in_report_dir(tmp_path,
     assert new and all(report in p.parents for p in new), sorted(map(str, new))
     assert not list(tmp_path.rglob("PWN*"))
     tables = sorted(p.name for p in (report / "tables").iterdir())
-    # each table's views (main and detail tables) as .md, .csv and .tex, every name made safe
+    # each table's views (main and detail tables) as .md, .csv and .tex, and its timings as .csv, every name made safe
     prefixes = ("mnist5k-smoke_.._.._.._.._PWN-", "_img_src=x_onerror=_alert_1_-smoke-")
-    assert len(tables) >= 12 and len(tables) % 3 == 0 and all(n.startswith(prefixes) for n in tables)
+    timings = [n for n in tables if n.endswith("-time.csv")]
+    views = [n for n in tables if n not in timings]
+    assert len(timings) == 2 and len(views) >= 12 and len(views) % 3 == 0
+    assert all(n.startswith(prefixes) for n in tables)
     md = (report / "report.md").read_text()
     assert "<img" not in md and "<b>" not in md and "&lt;img src=x onerror=" in md and "&lt;b&gt;bold" in md
     assert "<img src=x" not in (report / "report.html").read_text()
