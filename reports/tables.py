@@ -221,17 +221,30 @@ def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
         "(test_split_sha256: the exact held-out images), image counts, implementation and weights; "
         "comparable_with names a reference implementation where there is one.",
     ]
+    # what differs between rows first, then what every value shares, then each key's own fields: nothing
+    # stored is left out and no field is repeated on every line
+    differing: dict[str, list[str]] = {}
+    for k in table.keys:
+        if table.varying.get(k):
+            differing.setdefault(", ".join(table.varying[k]), []).append(k)
+    if differing:
+        notes.append("Differs between rows (each run's own measurement): "
+                     + "; ".join(f"{', '.join(ks)}: {fields}" for fields, ks in differing.items()))
+    provs = [table.provenance[k] for k in table.keys if table.provenance.get(k)]
+    common = {f: v for f, v in provs[0].items() if all(f in p and p[f] == v for p in provs)} if len(provs) > 1 else {}
+    if common:
+        notes.append(f"Every value: {_describe_provenance(common)}")
     # keys with identical provenance share one note, in column order
     by_prov: dict[str, list[str]] = {}
     for k in table.keys:
-        ident = [table.provenance.get(k, {}), table.varying.get(k, [])]
+        own = {f: v for f, v in table.provenance.get(k, {}).items() if f not in common}
+        ident = [own, bool(table.provenance.get(k))]
         by_prov.setdefault(json.dumps(ident, sort_keys=True, default=str), []).append(k)
     for text, ks in by_prov.items():
-        prov, varying = json.loads(text)
+        own, stored = json.loads(text)
         arrows = ", ".join(f"{k} {ARROW.get(direction(k), '')}".strip() for k in ks)
-        desc = _describe_provenance(prov) if prov else "no provenance stored (n/a or not evaluated)"
-        if varying:
-            desc += f"; per run: {', '.join(varying)}"
+        desc = (_describe_provenance(own) if own else "as every value") if stored else \
+            "no provenance stored (n/a or not evaluated)"
         notes.append(f"{arrows} [{table.metric_of.get(ks[0], '?')}]: {desc}")
     for row in table.rows:
         reasons: dict[str, list[str]] = {}
