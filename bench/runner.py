@@ -35,7 +35,7 @@ from torchvision.utils import save_image
 from tqdm import tqdm
 
 from methods import METHODS, Method, Phase, StepContext
-from methods.trained import CHECKPOINT, build_method, load_weights, run_checkpoint
+from methods.trained import CHECKPOINT, build_method, load_weights, placed, run_checkpoint
 from metrics import evaluate
 
 from .core.checkpoint import CheckpointError, as_no_space, load_checkpoint, save_checkpoint
@@ -387,9 +387,7 @@ def follow(cfg: RunConfig, out: Path, data: ImageData, device: torch.device, wor
                            f"{data.train_sha256[:16]} vs {plan['train_sha256'][:16]}): every process must see the "
                            "same dataset (--data-root, $AEGAN_BENCH_CACHE)")
     seed_everything(cfg.seed)
-    method = build_method(cfg, data).to(device)
-    if cfg.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
+    method = placed(build_method(cfg, data), cfg, device)
     state = make_state(cfg, method)
     ckpt = plan["checkpoint"]
     if ckpt is not None:
@@ -437,9 +435,7 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
         return RunResult(run_id, run_dir, "diverged", row["message"])
 
     seed_everything(cfg.seed)
-    method = build_method(cfg, data).to(device)
-    if cfg.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
+    method = placed(build_method(cfg, data), cfg, device)
     base = type(method).base_method
     if base is not None:
         state = None

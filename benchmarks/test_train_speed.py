@@ -22,7 +22,7 @@ from bench.core.data import ImageData
 from bench.resolve import resolve_config
 from bench.runner import make_state, to_batch, train_step
 from benchmarks.cpu import cpu_name
-from methods.trained import build_method
+from methods.trained import build_method, placed
 
 PATHS = {"fast": {"train.precision": "bf16", "train.channels_last": "true"},
          "fp32": {"train.precision": "fp32", "train.channels_last": "false"}}
@@ -71,9 +71,7 @@ def test_train_step(benchmark, method, path, batch):
     g = torch.Generator().manual_seed(0)
     data = ImageData("synthetic", torch.randint(0, 256, (batch, 3, 32, 32), dtype=torch.uint8, generator=g),
                      torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
-    m = build_method(cfg, data)
-    if cfg.train.channels_last:
-        m = m.to(memory_format=torch.channels_last)
+    m = placed(build_method(cfg, data), cfg, "cpu")
     state = make_state(cfg, m)
     cpu = torch.device("cpu")
     x = to_batch(data.train, cpu, cfg.train.channels_last)

@@ -60,7 +60,11 @@ def load_trained(cfg: RunConfig, ckpt: dict[str, Any], path: Path, data: Any,
     trains it, in eval mode."""
     method = build_method(cfg, data)
     load_weights(method, ckpt, path)
+    return placed(method, cfg, device).eval()
+
+
+def placed(method: Method, cfg: RunConfig, device: torch.device | str) -> Method:
+    """The method on the device, in the memory layout the run trains with (channels_last unless the config says
+    otherwise): the one placement that training, evaluation and benchmarks share."""
     method = method.to(device)
-    if cfg.train.channels_last:
-        method = method.to(memory_format=torch.channels_last)
-    return method.eval()
+    return method.to(memory_format=torch.channels_last) if cfg.train.channels_last else method
