@@ -29,7 +29,17 @@ from . import grids as G
 from . import plots as P
 from .claims import Claim, check_all, describe
 from .results import DONE, Results, Run, load_results
-from .tables import Table, build_tables, markdown_escape, timing_frame, to_csv, to_html, to_latex, to_markdown
+from .tables import (
+    Table,
+    build_tables,
+    frame_markdown,
+    markdown_escape,
+    timing_frame,
+    to_csv,
+    to_html,
+    to_latex,
+    to_markdown,
+)
 
 CACHE_FILE = ".figure-cache.json"
 
@@ -118,13 +128,10 @@ def to_markdown_doc(doc: Document) -> str:
             out += [f"<sub>{esc(b.text)}</sub>" if b.small else esc(b.text), ""]
         elif isinstance(b, Bullets):
             out += [f"- {_md_item(i)}" for i in b.items] + [""]
-        elif isinstance(b, TableBlock):
-            out += [to_markdown(b.table), ""]
-            out += ["<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
-        elif isinstance(b, FrameBlock):
-            df = b.frame.map(markdown_escape).rename(columns=markdown_escape)
-            out += [df.to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (df.shape[1] - 1)),
-                    "", "<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
+        elif isinstance(b, (TableBlock, FrameBlock)):
+            text = to_markdown(b.table) if isinstance(b, TableBlock) else \
+                frame_markdown(b.frame.map(markdown_escape).rename(columns=markdown_escape))
+            out += [text, "", "<sub>Files: " + ", ".join(f"[{k}]({v})" for k, v in b.files.items()) + "</sub>", ""]
         elif isinstance(b, Notes):
             out += [f"**{esc(b.summary)}**", ""] + [f"<sub>{esc(n)}</sub>  " for n in b.lines] + [""]
         elif isinstance(b, Figure):
@@ -173,13 +180,11 @@ def to_html_doc(doc: Document) -> str:
             body.append(f'<p class="small">{html.escape(b.text)}</p>' if b.small else f"<p>{html.escape(b.text)}</p>")
         elif isinstance(b, Bullets):
             body.append("<ul>" + "".join(f"<li>{_html_item(i)}</li>" for i in b.items) + "</ul>")
-        elif isinstance(b, TableBlock):
-            body.append(f'<div class="scroll">{to_html(b.table)}</div>')
+        elif isinstance(b, (TableBlock, FrameBlock)):
+            table = to_html(b.table) if isinstance(b, TableBlock) else \
+                b.frame.to_html(index=False, border=0, classes="results")  # text cells: escaped by pandas
             links = ", ".join(f'<a href="{html.escape(v)}">{html.escape(k)}</a>' for k, v in b.files.items())
-            body.append(f'<p class="small">Files: {links}</p>')
-        elif isinstance(b, FrameBlock):
-            body.append(f'<div class="scroll">{b.frame.to_html(index=False, border=0, classes="results")}</div>')
-            links = ", ".join(f'<a href="{html.escape(v)}">{html.escape(k)}</a>' for k, v in b.files.items())
+            body.append(f'<div class="scroll">{table}</div>')
             body.append(f'<p class="small">Files: {links}</p>')
         elif isinstance(b, Notes):  # collapsed by default: the figures follow the numbers closely
             items = "".join(f'<p class="small">{html.escape(n)}</p>' for n in b.lines)
@@ -444,7 +449,8 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
             figures = [Heading(4, "Figure grids"), *grid_blocks(table, report_dir, cache, data, log, damaged)] \
                 if grids else []
             shown = [i for i, b in enumerate(figures) if isinstance(b, Figure)][:2]
-            figures, later = (figures[: shown[-1] + 1], figures[shown[-1] + 1 :]) if shown else (figures, [])
+            cut = shown[-1] + 1 if shown else len(figures)
+            lead, later = figures[:cut], figures[cut:]
             for i, view in enumerate(views):
                 if i == 1:
                     doc.add(Heading(4, "Detail tables"))
@@ -454,9 +460,8 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
                 if i == 0:
                     if view.view == "main":
                         doc.add(*claim_blocks(table, results, claims))
-                    doc.add(*figures)
-                    figures = []
-            doc.add(*figures, *later)
+                    doc.add(*lead)
+            doc.add(*(later if views else figures))
             doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes), settings)
             if plots:
                 doc.add(Heading(4, "Plots"), *plot_blocks(table, results, report_dir, cache, log))

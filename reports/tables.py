@@ -338,9 +338,13 @@ def markdown_escape(text: str) -> str:
     return html.escape(text, quote=False).replace("|", r"\|")
 
 
-def to_markdown(table: Table) -> str:
-    df = display_frame(table, escape=markdown_escape)
+def frame_markdown(df: pd.DataFrame) -> str:
+    """A frame of display strings as a Markdown table: the first column left-aligned, the numbers right."""
     return df.to_markdown(index=False, disable_numparse=True, colalign=["left"] + ["right"] * (df.shape[1] - 1))
+
+
+def to_markdown(table: Table) -> str:
+    return frame_markdown(display_frame(table, escape=markdown_escape))
 
 
 def to_csv(table: Table) -> str:

@@ -70,9 +70,8 @@ class Quick(Protocol):
         s["train"] = {"epochs": 100, "max_steps": 2000, "batch_size": 64, "sample_every": 500}
         s["loss"].update(warmup_epochs=0)
         s["eval"] = {"n_images": 2000, "n_samples": 2000}
-        s["model"] = {}
         for section, values in self.PER_DATASET.get(dataset, {}).items():
-            s[section].update(values)
+            s.setdefault(section, {}).update(values)
         return s
 
 
