@@ -30,10 +30,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from methods import METHODS
 
 from .core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
 from .core.data import DATASETS
+from .core.device import resolve_device, resolve_precision
 from .core.protocols import PROTOCOLS
 from .core.registry import UnknownNameError
 
@@ -205,27 +208,29 @@ def parse_methods(text: str, variants: dict[str, Variant] | None = None) -> list
 
 
 def resolve_variant(variant: Variant, dataset: str, protocol: str, seed: int,
-                    overrides: dict[str, dict[str, str]] | None = None) -> RunConfig:
+                    overrides: dict[str, dict[str, str]] | None = None, device: torch.device | None = None) -> RunConfig:
     """The run's config: the runner's resolution with the variant's overrides on top of --set ones."""
     merged = _merge(overrides or {}, variant.overrides)
     if variant.overrides.get("method") and not fields(METHODS.get(variant.base).Params):
         raise ConfigError(f"variant {variant.name!r}: {variant.base} has no method.* parameters; set another section "
                           f"(data, model, optim, loss, train, eval)")
     # --set errors first, reported as they are without variants; what fails after that is the variant's
-    plain = resolve_config(variant.base, dataset, protocol, seed, overrides)
+    plain = resolve_config(variant.base, dataset, protocol, seed, overrides, device=device)
     if not variant.name:
         return plain
     try:
-        return resolve_config(variant.base, dataset, protocol, seed, merged, variant=variant.name)
+        return resolve_config(variant.base, dataset, protocol, seed, merged, variant=variant.name, device=device)
     except ConfigError as e:
         raise ConfigError(f"variant {variant.name!r}: {e}") from None
 
 
 # --- the resolved config of one run ------------------------------------------------------------------------------------
 def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
-                   overrides: dict[str, dict[str, Any]] | None = None, variant: str = "") -> RunConfig:
+                   overrides: dict[str, dict[str, Any]] | None = None, variant: str = "",
+                   device: torch.device | None = None) -> RunConfig:
     """Defaults <- protocol preset <- the method's own config defaults and protocol params <- user
-    overrides, all validated."""
+    overrides, all validated; train.precision "auto" becomes what the device (default: the one `--device auto`
+    picks) computes fastest, so the config, run id and provenance hold the precision actually used."""
     cls = METHODS.get(method)
     DATASETS.get(dataset)
     proto = PROTOCOLS.get(protocol)()
@@ -244,4 +249,6 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
         raise ConfigError(f"method {method} has no method.* parameters; set them for one method with "
                           f"--methods 'NAME[{keys}]' (see `python -m bench list methods`)")
     resolved = cls.resolve_params(params)
-    return dataclasses.replace(cfg, params=cls.params_dict(resolved))
+    precision = resolve_precision(cfg.train.precision, device or resolve_device("auto"))
+    return dataclasses.replace(cfg, params=cls.params_dict(resolved),
+                               train=dataclasses.replace(cfg.train, precision=precision))

@@ -16,5 +16,10 @@ def cpu_name() -> str:
     name = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     flag_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
     flags = set(flag_line.group(1).split()) if flag_line else set()
-    marks = [f for f in ("avx512_bf16", "amx_bf16", "amx_tile") if f in flags] or ["no avx512_bf16/amx"]
+    marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    if not {"avx512_bf16", "amx_bf16"} & flags:
+        marks.append("no native bf16")
+    caps = [f"{v}={os.environ[v]}" for v in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if os.environ.get(v)]
+    if caps:  # kernels restricted below the CPU's own instructions, e.g. to stand in for an AVX2-only CPU
+        marks.append(f"kernels capped by {' '.join(caps)}")
     return f"{name.group(1).strip() if name else 'unknown CPU'} ({', '.join(marks)}; {os.cpu_count()} cores)"

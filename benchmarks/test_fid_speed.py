@@ -1,6 +1,10 @@
 """FID's cost on a CPU: torch-fidelity's own fp32 extraction (`inception-v3-compat`, the reference) against the
 suite's exact default (the same network, BatchNorm folded, channels_last, fp32) and the approximate bf16 mode,
-side by side in one run, with the FID and KID each gives on two real folders.
+side by side in one run, with the FID and KID each gives on two real folders, and what bounds the exact path:
+its floating-point work (torch.utils.flop_counter, 2 FLOPs per multiply-add, as in the matmul rate) per second
+against this CPU's fp32 matmul rate. The bf16 mode is timed only where the CPU computes bf16 natively
+(AVX512-BF16 or AMX): elsewhere it is emulated, far slower than fp32, and skipped with a note. About 1-2
+minutes on a 2-core CPU.
 
 Not part of the default `pytest` run (testpaths is tests/). Run it on an otherwise idle machine with
 
@@ -22,13 +26,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.core.device import cpu_bf16_native
+from benchmarks.cpu import cpu_name
 from metrics.fidelity import FEATURES, UInt8Images, fid_value, inception_features, kid_value
 from metrics.weights import inception_weights
 
 ROOT = Path(__file__).resolve().parent.parent
-N_SPEED = 128  # CIFAR-10 images per timed round
+N_SPEED = 48  # CIFAR-10 images per timed round
 ROUNDS = 2
-N_FID = 200  # images in each of the two folders whose FID is compared (the test suite checks 300 and 2,000)
+N_FID = 128  # images in each of the two folders whose FID is compared (the test suite checks 300 and 2,000)
 REFERENCE = "inception-v3-compat"  # torch-fidelity's own extractor, as `fidelity --fid` runs it
 
 
@@ -62,8 +68,30 @@ def reference_features(images: torch.Tensor) -> torch.Tensor:
     return get_featuresdict_from_dataset(UInt8Images(images), fe, 64, False, True, False)["2048"]
 
 
+#: the modes this CPU runs natively: bf16 only with native bf16 (emulated, it is slower than fp32 by far)
+MODES = [m for m in FEATURES if m != "bf16" or cpu_bf16_native()]
 EXTRACT = {"torch-fidelity fp32": reference_features,
-           **{f"suite {m} ({FEATURES.get(m).label})": (lambda x, m=m: inception_features(x, mode=m)) for m in FEATURES}}
+           **{f"suite {m} ({FEATURES.get(m).label})": (lambda x, m=m: inception_features(x, mode=m)) for m in MODES}}
+
+
+def matmul_rate(n: int = 2048, rounds: int = 5) -> float:
+    """fp32 FLOP/s of a large square matmul: about the best this CPU does in fp32."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        a @ b
+    return 2 * n**3 * rounds / (time.perf_counter() - t0)
+
+
+def flops_per_image(images: torch.Tensor) -> float:
+    """Floating-point operations of the exact extractor per image (resize, trunk and pooling)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        inception_features(images)
+    return counter.get_total_flops() / len(images)
 
 
 def test_extraction_speed_against_torch_fidelity(benchmark, cifar10):
@@ -84,10 +112,16 @@ def test_extraction_speed_against_torch_fidelity(benchmark, cifar10):
                  "speedup_cpu": cpu[ref] / cpu[k]} for k in EXTRACT}
     benchmark.extra_info.update(rates=rates, threads=torch.get_num_threads(), images=n)
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
-    print(f"\n{n} CIFAR-10 test images per extractor, {torch.get_num_threads()} threads")
+    flops, peak = flops_per_image(images[:2]), matmul_rate()
+    exact = rates["suite fp32 (exact)"]["images_per_s"] * flops
+    benchmark.extra_info.update(exact_gflop_per_s=exact / 1e9, fp32_matmul_gflop_per_s=peak / 1e9)
+    print(f"\nCPU: {cpu_name()}, {torch.get_num_threads()} threads; {n} CIFAR-10 test images per extractor"
+          + ("" if "bf16" in MODES else "; bf16 mode skipped: no native bf16 here (emulated, slower than fp32)"))
     for k, r in rates.items():
         print(f"  {k:32s} {r['images_per_s']:6.2f} images/s  {r['images_per_cpu_s']:6.2f} per CPU s  "
               f"{r['speedup_wall']:.2f}x wall, {r['speedup_cpu']:.2f}x CPU vs torch-fidelity")
+    print(f"  exact path: {flops / 1e9:.2f} GFLOP/image, {exact / 1e9:.0f} GFLOP/s = {exact / peak:.0%} of this CPU's "
+          f"fp32 matmul rate ({peak / 1e9:.0f} GFLOP/s, 2048x2048)")
     assert rates["suite fp32 (exact)"]["speedup_cpu"] > 1.2
 
 

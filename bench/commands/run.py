@@ -12,6 +12,8 @@ from ..core.errors import UsageError
 from . import DEFAULT_OUT
 
 if TYPE_CHECKING:
+    import torch
+
     from ..core.config import RunConfig
 
 
@@ -59,8 +61,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def grid_configs(args: argparse.Namespace) -> list[RunConfig]:
-    """The resolved configs of the grid that add_grid's arguments name (plugins loaded first), seed-major."""
+def grid_configs(args: argparse.Namespace, device: torch.device | None = None) -> list[RunConfig]:
+    """The resolved configs of the grid that add_grid's arguments name (plugins loaded first), seed-major, for
+    the device they will run on (it settles train.precision=auto)."""
     from ..core.config import parse_overrides
     from ..plugins import load_plugins
     from ..resolve import load_variants, parse_methods, resolve_variant
@@ -71,7 +74,7 @@ def grid_configs(args: argparse.Namespace) -> list[RunConfig]:
         raise UsageError("--methods is empty; see `python -m bench list methods`")
     overrides = parse_overrides(args.overrides)
     seeds = parse_seeds(args.seeds)
-    return [resolve_variant(m, args.dataset, args.protocol, s, overrides) for s in seeds for m in methods]
+    return [resolve_variant(m, args.dataset, args.protocol, s, overrides, device) for s in seeds for m in methods]
 
 
 @command("run", "train and evaluate methods under a protocol, resuming what was interrupted", _args)
@@ -87,13 +90,13 @@ def run(args: argparse.Namespace) -> int:
 
     world = world_from_env()  # several processes under torchrun: they train one run together
     tags = check_tags(args.tag)
-    cfgs = grid_configs(args)
-    check_data_parallel(cfgs, world)
-    metrics = named_metrics(split_list(args.metrics))
     try:
         device = process_device(resolve_device(args.device), world)
     except (ValueError, RuntimeError) as e:
         raise UsageError(str(e)) from None
+    cfgs = grid_configs(args, device)
+    check_data_parallel(cfgs, world)
+    metrics = named_metrics(split_list(args.metrics))
     out = Path(args.out)
     with process_group(world, device):
         results = execute(cfgs, out, args.data_root, device, metrics, args.overwrite, not args.no_progress, world)

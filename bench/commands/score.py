@@ -43,9 +43,10 @@ def _fidelity(key: str):
         from metrics.fidelity import fid_kid, kid_provenance, provenance
         from metrics.weights import inception_weights
 
-        from ..core.device import resolve_device
+        from ..core.device import resolve_device, resolve_precision
 
         device = resolve_device(args.device)
+        resolve_precision(args.dtype, device)  # warns where bf16 would be emulated
         w = inception_weights(args.weights_cache)
         s = fid_kid(a, b, weights=w, mode=args.dtype, device=device, fid=key == "fid", kid=key == "kid")
         prov = provenance(w, args.dtype, device, len(a), len(b))

@@ -53,9 +53,14 @@ def run(args: argparse.Namespace) -> int:
     check_options(opts)  # before the heavy imports and the configs: a bad flag is answered at once
     from metrics import named_metrics
 
+    from ..core.device import resolve_device
     from ..sweep import run_sweep
 
-    cfgs = grid_configs(args)
+    try:  # train.precision=auto is settled for this host's device; jobs elsewhere (Slurm) may need it set
+        device = resolve_device(args.device)
+    except ValueError:
+        device = None
+    cfgs = grid_configs(args, device)
     metrics = named_metrics(split_list(args.metrics))
     runs = run_sweep(cfgs, out, args.data_root, args.device, metrics, args.overwrite, args.plugin, opts,
                      log=(lambda line: None) if args.no_progress else _log)

@@ -22,7 +22,8 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-PRECISIONS = ("bf16", "fp32")
+#: "auto" is resolved to the other two by the device when a run's config is resolved (bench.core.device)
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class TrainConfig:
     #: stop after this many steps (0 = run all epochs)
     max_steps: int = 0
     batch_size: int = 64
-    #: "bf16": autocast + channels_last fast path; "fp32": plain eager
-    precision: str = "bf16"
+    #: "bf16": autocast; "fp32": plain eager; "auto": bf16 where the device computes it natively (CUDA GPUs that
+    #: support it, CPUs with AVX512-BF16 or AMX), else fp32. A resolved config holds bf16 or fp32.
+    precision: str = "auto"
     channels_last: bool = True
     log_every: int = 50
     sample_every: int = 1000
