@@ -40,6 +40,7 @@ from metrics import evaluate
 
 from .core.checkpoint import CheckpointError, as_no_space, load_checkpoint, save_checkpoint
 from .core.config import RunConfig
+from .core.console import fit
 from .core.data import DatasetError, ImageData, check_run_data, load_dataset
 from .core.device import autocast, device_name
 from .core.distributed import (
@@ -336,7 +337,7 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
         return RunResult(run_id, run_dir, "skipped", f"another process holds it: {claim.describe()}")
     with claim as lease:
         if lease.took_over:
-            print(f"{run_id}: taking over an abandoned run ({lease.took_over})", file=sys.stderr)
+            print(fit(f"{run_id}: taking over an abandoned run ({lease.took_over})"), file=sys.stderr)
         # temporaries of earlier holders (killed, or out of disk space); ours have not begun
         remove_orphans(run_dir, run_dir / "samples")
         try:

@@ -355,5 +355,8 @@ for _base in REFINABLE:
         "description": f"{_base}'s trained model; encode refines E(x) by gradient descent with stochastic clipping",
         "base_method": _base,
         "provides": _cls.provides,
+        # the base's own config values (BiGAN's optimiser): the refinement's resolved sections are then its base
+        # run's, and run_checkpoint finds that run by swapping the method alone
+        "config_defaults": _cls.config_defaults,
         "__module__": __name__,
     }))

@@ -34,7 +34,9 @@ def default_params(method: str, protocol: str) -> dict[str, Any]:
 
 def run_checkpoint(cfg: RunConfig, out: Path) -> Path:
     """The checkpoint a run's weights come from: its own, <out>/runs/<run id>/last.pt, or for a refinement its base
-    method's run with the same sections and seed (the refinement does not train)."""
+    method's run with the same sections and seed (the refinement does not train). A refinement carries its base's
+    config_defaults, so its resolved sections are the base run's: only the method and its parameters (the base's
+    own under the protocol) differ, and the base's id is the base config's own run_id()."""
     base = METHODS.get(cfg.method).base_method
     if base is not None:
         cfg = dataclasses.replace(cfg, method=base, variant="", params=default_params(base, cfg.protocol))

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from bench.core.console import fit
 from bench.core.result_file import write_result
 
 # isort: off
@@ -74,4 +75,4 @@ def evaluate(method, cfg, data, device: torch.device, store, run_id: str, run_di
             write_result(store, run_id, run_dir)
         if log:
             shown = ", ".join(f"{v.key}={v.value:.4g}" if v.value is not None else f"{v.key}=n/a" for v in values)
-            log(f"  {run_id}: {shown}  ({seconds:.1f}s)")
+            log(fit(f"  {run_id}: {shown}  ({seconds:.1f}s)"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -13,7 +12,9 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from bench.core.provenance import HIGHER as HIGHER  # re-exported: metrics declare directions with them
+from bench.core.device import autocast
+from bench.core.provenance import CLOSEST_TO_1 as CLOSEST_TO_1  # re-exported: metrics' directions
+from bench.core.provenance import HIGHER as HIGHER
 from bench.core.provenance import LOWER as LOWER
 from bench.core.registry import Registry
 
@@ -79,9 +80,7 @@ class EvalContext:
         return self._memo["prior"]
 
     def autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.device, self.precision)
 
     def batches(self, items: torch.Tensor) -> Iterator[torch.Tensor]:
         """Batches on the device: uint8 images become floats in [0, 1]; float tensors (latents) pass as they are."""
@@ -127,7 +126,8 @@ class Metric:
     description: ClassVar[str] = ""
     #: capabilities the method must provide (see methods.base.CAPABILITIES)
     requires: ClassVar[frozenset[str]] = frozenset()
-    #: result key -> direction ("lower" or "higher" is better)
+    #: result key -> direction: LOWER, HIGHER, or CLOSEST_TO_1 (a ratio to the real images; docs/metrics.md says
+    #: which to choose: never "higher" for a value that noise or collapse can raise)
     keys: ClassVar[dict[str, str]] = {}
     #: metrics that need pretrained weights or a long time can be left out of the default set
     default: ClassVar[bool] = True

@@ -44,7 +44,17 @@ from bench.core.data import cache_dir, tensor_digest
 from bench.core.registry import Registry
 from bench.core.tempfiles import atomic_write
 
-from .base import HIGHER, LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options, not_available
+from .base import (
+    CLOSEST_TO_1,
+    HIGHER,
+    LOWER,
+    METRICS,
+    EvalContext,
+    Metric,
+    MetricValue,
+    metric_options,
+    not_available,
+)
 from .weights import Weights, inception_weights
 
 #: torch-fidelity's defaults, so that KID is comparable with `fidelity --kid` (subset size capped at the image count)
@@ -57,6 +67,14 @@ PRDC_K = 5
 IMAGE_FORMAT = "uint8 tensors (x*255+0.5 truncated, as torchvision's save_image), no file round trip"
 RESIZE = "torch-fidelity's TF1-compatible bilinear resize to 299x299"
 FEATURE_LAYER = "2048"
+#: what precision/recall and density/coverage equal, in the exact feature mode. torch-fidelity's own `prc` defaults to
+#: VGG-16 features: values on those are not comparable with these
+PRC_COMPARABLE = (f"torch-fidelity's precision/recall with k={PRC_K} on Inception pool3 features, i.e. "
+                  "`fidelity --prc --feature-extractor inception-v3-compat` in fp32, on the same images and counts "
+                  "(n_generated, n_reference); not torch-fidelity's default `--prc`, which uses VGG-16 features")
+DC_COMPARABLE = (f"the prdc package's density/coverage with nearest_k={PRDC_K} on the same Inception pool3 features, "
+                 "images and counts (n_generated, n_reference); not values on VGG-16 features (Naeem et al.'s)")
+APPROXIMATE_COMPARABLE = "only values of the same approximate mode"
 
 
 @dataclass(frozen=True)
@@ -225,6 +243,15 @@ def fid_value(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     return {"fid": fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"]}
 
 
+def single_image_fid(ref: torch.Tensor) -> float:
+    """The FID of a generator collapsed onto one typical real image: the median (lower) over the reference images r_i
+    of the FID of {r_i, r_i, ...} against the reference. With a generated covariance of 0 that FID is exactly
+    ||mu_ref - f(r_i)||^2 + tr(Sigma_ref) (Sigma as torch-fidelity's np.cov, ddof=1), so it costs no Inception pass
+    beyond the reference's. The trivial baseline that samples must beat (reports.learned)."""
+    f = ref.double()
+    return float((f - f.mean(0)).pow(2).sum(1).median() + f.var(0, unbiased=True).sum())
+
+
 def kid_value(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     out = kid_features_to_metric(gen, ref, kid_subsets=KID_SUBSETS, kid_subset_size=kid_subset_size(gen, ref),
                                  rng_seed=KID_SEED, verbose=False)
@@ -273,7 +300,7 @@ def provenance(weights: Weights, mode: str, device: torch.device | str, n1: int,
             "feature_mode": spec.label, "dtype": spec.name, "device": torch.device(device).type,
             "n_images_1": n1, "n_images_2": n2, "resize": RESIZE, "image_format": IMAGE_FORMAT,
             "comparable_with": ("torch-fidelity's fp32 inception-v3-compat (fidelity --fid --kid) on the same images"
-                                if spec.exact else "only values of the same approximate mode")}
+                                if spec.exact else APPROXIMATE_COMPARABLE)}
 
 
 def kid_provenance(gen: torch.Tensor, ref: torch.Tensor) -> dict[str, Any]:
@@ -332,7 +359,9 @@ class _InceptionMetric(Metric):
 class _FidKid(_InceptionMetric):
     def values(self, gen, ref, prov):
         fid, kid = fid_value(gen, ref), kid_value(gen, ref)
-        return [MetricValue(f"fid_{self.side}", fid["fid"], prov),
+        # the trivial baseline of the generation test (reports.learned), measured on the same reference
+        baseline = {"single_image_fid": single_image_fid(ref)}
+        return [MetricValue(f"fid_{self.side}", fid["fid"], {**prov, **baseline}),
                 MetricValue(f"kid_{self.side}", kid["kid"], {**prov, **kid_provenance(gen, ref),
                                                             "kid_std": kid["kid_std"]})]
 
@@ -343,8 +372,11 @@ class _PRDC(_InceptionMetric):
 
     def values(self, gen, ref, prov):
         pr, dc = prc_value(gen, ref), density_coverage(gen, ref)
-        pr_prov = {**prov, "implementation": "torch_fidelity.metric_prc (Kynkaanniemi et al. 2019)", "k": PRC_K}
-        dc_prov = {**prov, "implementation": f"prdc {metadata.version('prdc')} (Naeem et al. 2020)", "k": PRDC_K}
+        exact = prov["comparable_with"] != APPROXIMATE_COMPARABLE
+        pr_prov = {**prov, "implementation": "torch_fidelity.metric_prc (Kynkaanniemi et al. 2019)", "k": PRC_K,
+                   "comparable_with": PRC_COMPARABLE if exact else APPROXIMATE_COMPARABLE}
+        dc_prov = {**prov, "implementation": f"prdc {metadata.version('prdc')} (Naeem et al. 2020)", "k": PRDC_K,
+                   "comparable_with": DC_COMPARABLE if exact else APPROXIMATE_COMPARABLE}
         return [MetricValue(f"precision_{self.side}", pr["precision"], pr_prov),
                 MetricValue(f"recall_{self.side}", pr["recall"], pr_prov),
                 MetricValue(f"density_{self.side}", dc["density"], dc_prov),
@@ -392,7 +424,9 @@ class PRDCSamples(_Samples, _PRDC):
     name = "prdc"
     description = ("precision/recall (torch-fidelity, k=3) and density/coverage (prdc, k=5) of generated G(z) "
                    "against the test split, on FID's Inception features")
-    keys = {"precision_samples": HIGHER, "recall_samples": HIGHER, "density_samples": HIGHER,
+    # density is 1 in expectation when samples and real images share one distribution; collapse onto dense regions
+    # raises it above 1 (Naeem et al. 2020), so it is read as closeness to 1
+    keys = {"precision_samples": HIGHER, "recall_samples": HIGHER, "density_samples": CLOSEST_TO_1,
             "coverage_samples": HIGHER}
 
 
@@ -400,5 +434,6 @@ class PRDCSamples(_Samples, _PRDC):
 class PRDCRecon(_Recon, _PRDC):
     name = "prdc_recon"
     description = "precision/recall and density/coverage of reconstructions G(E(x)) against the test split"
-    keys = {"precision_recon": HIGHER, "recall_recon": HIGHER, "density_recon": HIGHER, "coverage_recon": HIGHER}
+    keys = {"precision_recon": HIGHER, "recall_recon": HIGHER, "density_recon": CLOSEST_TO_1,
+            "coverage_recon": HIGHER}
 

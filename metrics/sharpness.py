@@ -3,7 +3,8 @@
 The paper's central qualitative claim is that F-AAE's reconstructions and samples are sharper than AAE's
 "overly smoothened" ones; this puts a number on it. Blur removes high frequencies, which the Laplacian
 measures, so a blurred image has a smaller Laplacian variance (Pech-Pacheco et al. 2000). The ratio is
-1 for images as sharp as the real ones; noise can push it above 1, so read it next to PSNR/SSIM or FID.
+1 for images as sharp as the real ones; noise pushes it above 1 (the paper itself says F-AAE's reconstructions
+"contain some noise and artifacts"), so the keys are read as closeness to 1, |ln ratio|: 3.0 is as far off as 1/3.
 
 Implementation: a fixed 3x3 four-neighbour kernel [[0,1,0],[1,-4,1],[0,1,0]] (scikit-image's
 `filters.laplace` with ksize=3 up to sign) applied by torch on the interior pixels only (no padding, so
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import HIGHER, METRICS, EvalContext, Metric, MetricValue, lacking
+from .base import CLOSEST_TO_1, METRICS, EvalContext, Metric, MetricValue, lacking
 
 LAPLACE_3X3 = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
 #: ITU-R BT.709 luma weights, as skimage.color.rgb2gray
@@ -53,7 +54,7 @@ class Sharpness(Metric):
                    "held-out images (1 = as sharp as real)")
     # each key needs its own capabilities (see `lacking`), so a method with decode only still gets samples
     requires = frozenset({"decode"})
-    keys = {"recon_sharpness_ratio": HIGHER, "sample_sharpness_ratio": HIGHER}
+    keys = {"recon_sharpness_ratio": CLOSEST_TO_1, "sample_sharpness_ratio": CLOSEST_TO_1}
 
     def compute(self, ctx: EvalContext) -> list[MetricValue]:
         m = ctx.method

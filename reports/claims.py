@@ -1,11 +1,24 @@
-"""Claims: statements a paper makes that the stored numbers can decide, checked on the runs of a report table.
+"""Claims: statements a paper makes that the stored numbers can decide, checked on the runs of a report's tables.
 
-A claim names two methods and the metric keys that decide it; each key is read in its own direction (lower or
-higher is better, from the metric registry). Per key, the runs' seeds are compared with the regression tracker's
-statistics (bench.core.stats.compare_values): Welch's t test with several seeds per side, a prediction interval
-with one side of one seed, the 5% tolerance alone with one seed per side (and the verdict says so). A claim is
-"supported" when every deciding key favours the claimed method beyond the tolerance (and significantly, where
-there are seeds to test), "not supported" when one key contradicts it the same way, else "undecided".
+A claim names two methods (row labels: a method or variant name) and the metric keys that decide it, each read in its
+own direction (metrics' registry: lower or higher is better, or closest to 1, read as |ln x|). A verdict a reviewer
+would accept:
+
+1. Seeds: "supported" and "not supported" need at least MIN_SEEDS seeds per side on every key; with fewer the claim
+   is "undecided", with its numbers and the reason.
+2. Every key: a key not measured, or n/a, for either method leaves the claim undecided, naming the key.
+3. Learned: both methods pass every learned test (reports.learned) that gates one of the claim's keys; a method that
+   fails one (or cannot be tested) leaves the claim undecided, named with the reason.
+4. Tests: per key, one-sided Welch t tests (scipy) that the claimed method is better, and of the reverse. The p-values
+   of every key of every claim a report decides (those passing 1-3) are corrected together with Holm's method
+   (statsmodels), each direction as one family. A key supports the claim when its corrected p < ALPHA and the
+   change in the claimed direction is beyond the 5% tolerance; it contradicts it the same way in reverse. The claim
+   is supported when every key supports it, not supported when a key contradicts it and none supports it, else
+   undecided (within the noise, or mixed).
+5. Rows are matched by label and configuration: a table row is one label trained under one configuration (its runs
+   are its seeds); with several configurations of a label every pair of rows is checked, each named.
+
+`bench compare` keeps its own rules (bench.core.stats.compare_values); only claims follow these.
 
 The F-AAE paper's claims ship registered; more come from a TOML file (`bench report --claims FILE.toml`)::
 
@@ -19,16 +32,28 @@ The F-AAE paper's claims ship registered; more come from a TOML file (`bench rep
 
 from __future__ import annotations
 
+import itertools
+import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bench.core.config import ConfigError
+from bench.core.provenance import CLOSEST_TO_1, LOWER
 from bench.core.registry import Registry
-from bench.core.stats import DEFAULT_ALPHA, DEFAULT_TOLERANCE, IMPROVED, REGRESSED, compare_values
+from bench.core.stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_TOLERANCE,
+    as_lower,
+    holm,
+    one_sided_welch,
+    relative_change,
+)
 from metrics import direction
 
-from .tables import OK, Table, format_cell
+from .learned import outcomes
+from .results import Value
+from .tables import MISSING_TEXT, NA, OK, Row, Table, format_cell
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,6 +61,12 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 SUPPORTED, NOT_SUPPORTED, UNDECIDED = "supported", "not supported", "undecided"
+#: seeds per side, on every key, below which a claim is undecided: with 2 per side the seed spread is a guess from
+#: two values and Welch's test has 1-2 degrees of freedom; seed-to-seed spread of these metrics often exceeds 5%
+MIN_SEEDS = 3
+ALPHA = DEFAULT_ALPHA
+TOLERANCE = DEFAULT_TOLERANCE
+CORRECTION = "Holm (statsmodels.stats.multitest.multipletests, method='holm')"
 PAPER = "F-AAE paper (Flipped-Adversarial AutoEncoders), section 1 and 3"
 
 
@@ -44,7 +75,7 @@ class Claim:
     name: str
     text: str
     source: str
-    #: the method (a row's variant label) claimed better, and the one it is compared with
+    #: the method (a row's label: method or variant name) claimed better, and the one it is compared with
     better: str
     than: str
     #: the metric keys that decide the claim, each read in its own direction
@@ -90,59 +121,155 @@ class KeyEvidence:
     key: str
     better: str  # the claimed method's cell, as printed
     than: str
-    verdict: str  # SUPPORTED / NOT_SUPPORTED / UNDECIDED for this key
-    basis: str  # how the two were compared (test and p-value, or why there is none)
-    change: str = ""  # the claimed method's relative difference, e.g. "-25.9%"
+    #: the claimed method's relative difference ("" when not compared), e.g. "-25.9%"; of |ln x| for a key closest to 1
+    change: str = ""
+    #: the same as an improvement: positive when the claimed method is better in the key's direction
+    gain: float | None = None
+    #: one-sided p-values of the claim and of its reverse, and Holm's corrections; None where not tested
+    p_value: float | None = None
+    p_reverse: float | None = None
+    p_holm: float | None = None
+    p_holm_reverse: float | None = None
+    verdict: str = UNDECIDED
 
 
 @dataclass(frozen=True)
 class Checked:
     claim: Claim
+    #: the two rows' labels (with their configuration when a label has several)
+    better: str
+    than: str
     verdict: str
     evidence: tuple[KeyEvidence, ...]
+    #: why the claim cannot be decided (seeds, keys, learned tests); empty when it was tested
+    reasons: tuple[str, ...] = ()
 
 
-def check(claim: Claim, table: Table, values: dict) -> Checked | None:
-    """The claim's verdict on a table's runs; None when the table lacks either method or every deciding key."""
-    rows = {row.variant: row for row in table.rows}
-    a, b = rows.get(claim.better), rows.get(claim.than)
-    keys = [k for k in claim.keys if k in table.keys]
-    if a is None or b is None or not keys:
+@dataclass
+class ClaimReport:
+    """Every claim checked on a report's tables, the key tests corrected together."""
+
+    #: table slug -> its checked claims
+    by_table: dict[str, list[Checked]] = field(default_factory=dict)
+    #: the size of each Holm family: key tests of the claims that passed the seed, key and learned rules
+    tests: int = 0
+
+    def rules(self) -> str:
+        """The rules and the correction, said once above the claims."""
+        return (f"Decided only with at least {MIN_SEEDS} seeds per side, every key measured and both methods passing "
+                f"the learned tests of the claim's keys. Per key a one-sided Welch t test in the claimed direction "
+                f"(and one of the reverse); the {self.tests} key test(s) of this report corrected together by "
+                f"{CORRECTION}, each direction one family; a key decides at corrected p < {ALPHA} with a change "
+                f"beyond {TOLERANCE:.0%}.")
+
+
+def registered() -> list[Claim]:
+    return [CLAIMS.get(n) for n in CLAIMS]
+
+
+def _seed_values(row: Row, key: str, values: dict[str, dict[str, Value]]) -> list[float]:
+    return [values[r.run_id][key].value for r in row.runs
+            if key in values[r.run_id] and values[r.run_id][key].value is not None]
+
+
+def _seeds_reason(a: Row, b: Row, counts: list[tuple[int, int]]) -> str | None:
+    na, nb = min(n for n, _ in counts), min(n for _, n in counts)
+    if min(na, nb) >= MIN_SEEDS:
         return None
-    evidence = []
-    for k in keys:
-        if a.cells[k].status != OK or b.cells[k].status != OK:
-            evidence.append(KeyEvidence(k, format_cell(a.cells[k]), format_cell(b.cells[k]), UNDECIDED, "n/a"))
+    have = (f"{na} seed{'s' if na > 1 else ''} per side" if na == nb
+            else f"{a.label} has {na} seed{'s' if na > 1 else ''}, {b.label} {nb}")
+    return f"{have}: run --seeds {','.join(map(str, range(MIN_SEEDS)))}"
+
+
+def _prepare(claim: Claim, a: Row, b: Row, values: dict[str, dict[str, Value]]
+             ) -> tuple[Checked, dict[str, tuple[list[float], list[float]]]]:
+    """The claim on one pair of rows before any test (evidence, and the reasons it cannot be decided), and each
+    compared key's seed values of the two rows."""
+    evidence, reasons, seeds = [], [], {}
+    for k in claim.keys:
+        ca, cb = a.cells.get(k), b.cells.get(k)
+        shown = [format_cell(c) if c is not None else MISSING_TEXT for c in (ca, cb)]
+        absent: dict[str, list[str]] = {}
+        for row, c in ((a, ca), (b, cb)):
+            if c is None or c.status != OK:
+                absent.setdefault("n/a" if c is not None and c.status == NA else "not measured", []).append(row.label)
+        if absent:
+            reasons.append(f"{k} " + "; ".join(f"{why} for {' and '.join(rows)}" for why, rows in absent.items()))
+            evidence.append(KeyEvidence(k, *shown))
             continue
-        per_seed = [[values[r.run_id][k].value for r in row.runs if k in values[r.run_id]
-                     and values[r.run_id][k].value is not None] for row in (b, a)]
-        s = compare_values(per_seed[0], per_seed[1], direction(k), DEFAULT_TOLERANCE, DEFAULT_ALPHA)
-        verdict = {IMPROVED: SUPPORTED, REGRESSED: NOT_SUPPORTED}.get(s.verdict, UNDECIDED)
-        basis = s.note if s.p_value is None else f"{s.note}, p={s.p_value:.2g}"
-        evidence.append(KeyEvidence(k, format_cell(a.cells[k]), format_cell(b.cells[k]), verdict, basis,
-                                    f"{s.rel:+.1%}"))
-    verdicts = {e.verdict for e in evidence}
-    overall = (SUPPORTED if verdicts == {SUPPORTED} else NOT_SUPPORTED if NOT_SUPPORTED in verdicts
-               and SUPPORTED not in verdicts else UNDECIDED)
-    return Checked(claim, overall, tuple(evidence))
+        xa, xb = _seed_values(a, k, values), _seed_values(b, k, values)
+        (da, d), (db, _) = as_lower(xa, direction(k)), as_lower(xb, direction(k))
+        rel = relative_change(statistics.fmean(db), statistics.fmean(da))
+        change = ("|ln x| " if direction(k) == CLOSEST_TO_1 else "") + f"{rel:+.1%}"
+        evidence.append(KeyEvidence(k, *shown, change, -rel if d == LOWER else rel))
+        seeds[k] = (xa, xb)
+    if seeds and (few := _seeds_reason(a, b, [(len(xa), len(xb)) for xa, xb in seeds.values()])):
+        reasons.append(few)
+    for row in (a, b):
+        found = outcomes(row.runs, values, claim.keys)
+        if failed := [f"{o.what} ({o.reason})" for o in found if o.passed is False]:
+            reasons.append(f"{row.label} has not learned {' or '.join(failed)}")
+        if unknown := [f"{o.what} ({o.reason})" for o in found if o.passed is None]:
+            reasons.append(f"whether {row.label} has learned {' or '.join(unknown)} is unknown")
+    return Checked(claim, a.label, b.label, UNDECIDED, tuple(evidence), tuple(reasons)), seeds
 
 
-def check_all(table: Table, values: dict, extra: list[Claim] | None = None) -> list[Checked]:
-    out = []
-    for claim in [*(CLAIMS.get(n) for n in CLAIMS), *(extra or [])]:
-        c = check(claim, table, values)
-        if c is not None:
-            out.append(c)
-    return out
+def _key_verdict(e: KeyEvidence) -> str:
+    """A tested key: significant after Holm's correction and beyond the tolerance, one way or the other."""
+    if e.p_holm < ALPHA and e.gain > TOLERANCE:
+        return SUPPORTED
+    if e.p_holm_reverse < ALPHA and -e.gain > TOLERANCE:
+        return NOT_SUPPORTED
+    return UNDECIDED
+
+
+def _claim_verdict(verdicts: set[str]) -> str:
+    if verdicts == {SUPPORTED}:
+        return SUPPORTED
+    return NOT_SUPPORTED if NOT_SUPPORTED in verdicts and SUPPORTED not in verdicts else UNDECIDED
+
+
+def check_all(tables: list[Table], values: dict[str, dict[str, Value]],
+              claims: list[Claim] | None = None) -> ClaimReport:
+    """Every claim (default: the registered ones) on every table holding both its methods, for every pair of their
+    rows; the key tests of all of them corrected together (see the module docstring)."""
+    claims = registered() if claims is None else claims
+    prepared = []
+    for table in tables:
+        for claim in claims:
+            pairs = itertools.product([r for r in table.rows if r.variant == claim.better],
+                                      [r for r in table.rows if r.variant == claim.than])
+            prepared += [(table.slug, *_prepare(claim, a, b, values)) for a, b in pairs]
+    tested = [(i, k) for i, (_, c, seeds) in enumerate(prepared) if not c.reasons for k in seeds]
+    p = {(i, k): one_sided_welch(*prepared[i][2][k], direction(k)) for i, k in tested}
+    corrected = dict(zip(tested, zip(holm([p[t][0] for t in tested]), holm([p[t][1] for t in tested]))))
+    report = ClaimReport(tests=len(tested))
+    for i, (slug, c, _) in enumerate(prepared):
+        if not c.reasons:
+            evidence = []
+            for e in c.evidence:
+                e = replace(e, p_value=p[i, e.key][0], p_reverse=p[i, e.key][1], p_holm=corrected[i, e.key][0],
+                            p_holm_reverse=corrected[i, e.key][1])
+                evidence.append(replace(e, verdict=_key_verdict(e)))
+            c = replace(c, evidence=tuple(evidence), verdict=_claim_verdict({e.verdict for e in evidence}))
+        report.by_table.setdefault(slug, []).append(c)
+    return report
+
+
+def _tested(e: KeyEvidence) -> str:
+    if e.p_value is None:
+        return ""
+    if e.verdict == NOT_SUPPORTED:
+        return f"reverse one-sided p={e.p_reverse:.2g}, Holm {e.p_holm_reverse:.2g}"
+    return f"one-sided p={e.p_value:.2g}, Holm {e.p_holm:.2g}"
 
 
 def describe(c: Checked) -> str:
-    """One line: verdict, the claim, per key the two cells, and the basis of the comparisons (said once when
-    every key shares it, as with one seed per side)."""
-    shared = len({e.basis for e in c.evidence}) == 1
-    parts = "; ".join(f"{e.key}: {c.claim.better} {e.better} vs {c.claim.than} {e.than}"
-                      + (f" ({', '.join(x for x in (e.change, '' if shared else e.basis) if x)})"
-                         if e.change or not shared else "")
-                      for e in c.evidence)
-    tail = f"; {c.evidence[0].basis}" if shared and c.evidence else ""
-    return f"{c.verdict.upper()}: {c.claim.text} [{c.claim.source}]. {parts}{tail}."
+    """One line: verdict, the claim, per key the two cells with the change and the corrected p-value, and why a claim
+    could not be decided."""
+    parts = []
+    for e in c.evidence:
+        detail = ", ".join(x for x in (e.change, _tested(e)) if x)
+        parts.append(f"{e.key}: {c.better} {e.better} vs {c.than} {e.than}" + (f" ({detail})" if detail else ""))
+    why = f" Undecided: {'; '.join(c.reasons)}." if c.reasons else ""
+    return f"{c.verdict.upper()}: {c.claim.text} [{c.claim.source}]. {'; '.join(parts)}.{why}"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.config import DataConfig, section_from_dict
+from bench.core.console import fit
 from bench.core.data import DATASETS, DatasetError, check_run_data, load_dataset
 from bench.core.paths import path_under, safe_name
 from bench.core.protocols import PROTOCOLS
@@ -27,7 +28,7 @@ from bench.core.tempfiles import remove_orphans, replace_text
 
 from . import grids as G
 from . import plots as P
-from .claims import Claim, check_all, describe
+from .claims import Claim, ClaimReport, check_all, describe, registered
 from .results import DONE, Results, Run, load_results
 from .tables import (
     Table,
@@ -336,7 +337,7 @@ def grid_blocks(table: Table, report_dir: Path, cache: FigureCache, data: DataCa
                     blocks.append(Para(f"{kind.title}: not drawn, the held-out images are unavailable ({first}); "
                                        "pass --data-root.", True))
                     continue
-            log(f"report: drawing {name}")
+            log(fit(f"report: drawing {name}"))
             found: dict[str, str] = {}
             drawn, draw_notes = G.draw_grid(kind, chosen, images, path, models, found)
             if damaged is not None:
@@ -375,7 +376,7 @@ def plot_blocks(table: Table, results: Results, report_dir: Path, cache: FigureC
         name = path.name
         key = P.frame_key(kind, df)
         if cache.get(name, key) is None:
-            log(f"report: plotting {name}")
+            log(fit(f"report: plotting {name}"))
             plot(df, path)
             cache.put(name, key)
         blocks.append(Figure(path, f"figures/{name}", title, caption))
@@ -405,11 +406,11 @@ def _write(path: Path, text: str) -> None:
     replace_text(path, text)  # a temporary name of its own: reports of two processes may overlap
 
 
-def claim_blocks(table: Table, results: Results, claims: list[Claim] | None) -> list[Any]:
-    checked = check_all(table, results.values, claims)
+def claim_blocks(table: Table, report: ClaimReport) -> list[Any]:
+    checked = report.by_table.get(table.slug)
     if not checked:
         return []
-    return [Heading(4, "Claims"), Bullets([describe(c) for c in checked])]
+    return [Heading(4, "Claims"), Para(report.rules(), True), Bullets([describe(c) for c in checked])]
 
 
 def timing_blocks(table: Table, results: Results, report_dir: Path) -> list[Any]:
@@ -426,6 +427,8 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
                    plots: bool = True, log=print, claims: list[Claim] | None = None) -> Document:
     doc = Document("aegan-bench report")
     tables = build_tables(results)
+    # one family for the whole report: every claim's key tests are corrected together
+    checked = check_all(tables, results.values, [*registered(), *(claims or [])])
     cache = FigureCache(report_dir)
     data = DataCache(data_root)
     damaged: dict[str, str] = {}
@@ -459,7 +462,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
                 doc.add(TableBlock(view, write_tables(view, report_dir)))
                 if i == 0:
                     if view.view == "main":
-                        doc.add(*claim_blocks(table, results, claims))
+                        doc.add(*claim_blocks(table, checked))
                     doc.add(*lead)
             doc.add(*(later if views else figures))
             doc.add(Notes("Provenance and notes (what every value was computed on)", table.footnotes), settings)
@@ -475,7 +478,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
         # the other runs are in the tables and figures; these cannot be drawn until retrained
         doc.add(Heading(2, "Runs with damaged files", "damaged"), Bullets([f"{k}: {v}" for k, v in sorted(damaged.items())]))
         for k, v in sorted(damaged.items()):
-            log(f"report: damaged run {k}: {v}")
+            log(fit(f"report: damaged run {k}: {v}"))
     if not datasets:
         doc.add(Para("No runs in the store yet: `python -m bench run --methods faae,aae --protocol smoke`."))
     if grids or plots:

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core.console import LINE_WIDTH
 from bench.core.store import Store
 
 from .tables import MAIN_KEYS, significant
 
-SUMMARY_WIDTH = 100
+SUMMARY_WIDTH = LINE_WIDTH
 LABEL_WIDTH = 22
 
 

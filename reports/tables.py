@@ -21,14 +21,19 @@ from typing import Any
 import pandas as pd
 
 from bench.core.paths import safe_name
+from bench.core.provenance import CLOSEST_TO_1, HIGHER, LOWER
+from bench.core.stats import log_distance
 from metrics import METRICS, direction
 
+from .learned import outcomes, tests_for
 from .results import COUNT_FIELDS, DONE, RUN_SPECIFIC, Results, Run, Value, key_order, run_signature
 
 OK, NA, MISSING = "ok", "n/a", "missing"
 NA_TEXT, MISSING_TEXT = "n/a", "—"
-ARROW = {"lower": "↓", "higher": "↑"}
-LATEX_ARROW = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
+ARROW = {LOWER: "↓", HIGHER: "↑", CLOSEST_TO_1: "→1"}
+LATEX_ARROW = {LOWER: r"$\downarrow$", HIGHER: r"$\uparrow$", CLOSEST_TO_1: r"$\to 1$"}
+#: after a cell whose row fails a learned test that gates the column (reports.learned)
+NOT_LEARNED = "†"
 
 
 @dataclass(frozen=True)
@@ -50,13 +55,20 @@ def aggregate(values: Sequence[float | None]) -> Cell:
     return Cell(OK, statistics.fmean(got), std, len(got))
 
 
+#: how good a column's mean is, lower being better, per direction: a ratio closest to 1 by its distance |ln x|
+BADNESS = {LOWER: lambda m: m, HIGHER: lambda m: -m, CLOSEST_TO_1: log_distance}
+
+
 def mark_best(cells: Sequence[Cell], direction: str) -> list[Cell]:
     """Mark the best mean of a column (ties all marked); a column with fewer than two values marks none."""
-    means = [c.mean for c in cells if c.status == OK and c.mean is not None and math.isfinite(c.mean)]
-    if len(means) < 2:
+    def ranked(c: Cell) -> bool:
+        return c.status == OK and c.mean is not None and math.isfinite(c.mean)
+
+    badness = BADNESS[direction]
+    scores = [badness(c.mean) for c in cells if ranked(c)]
+    if len(scores) < 2:
         return list(cells)
-    best = min(means) if direction == "lower" else max(means)
-    return [Cell(c.status, c.mean, c.std, c.n, c.status == OK and c.mean == best) for c in cells]
+    return [Cell(c.status, c.mean, c.std, c.n, ranked(c) and badness(c.mean) == min(scores)) for c in cells]
 
 
 def significant(value: float, digits: int) -> str:
@@ -84,6 +96,12 @@ class Row:
     setting: str
     runs: list[Run]
     cells: dict[str, Cell] = field(default_factory=dict)
+    #: learned tests (reports.learned) the row fails -> what it has not learned and why; its gated cells are marked
+    unlearned: dict[str, str] = field(default_factory=dict)
+
+    def learned(self, key: str) -> bool:
+        """False when the row fails a learned test that the key's values depend on."""
+        return not any(t.name in self.unlearned for t in tests_for(key))
 
 
 @dataclass
@@ -198,6 +216,7 @@ def build_rows(runs: list[Run], values: dict[str, dict[str, Value]], keys: list[
         for k in keys:
             present = [values[r.run_id][k].value for r in rruns if k in values[r.run_id]]
             row.cells[k] = aggregate(present)
+        row.unlearned = {o.test: f"{o.what} ({o.reason})" for o in outcomes(rruns, values, keys) if o.passed is False}
         rows.append(row)
     for k in keys:
         marked = mark_best([row.cells[k] for row in rows], direction(k))
@@ -215,8 +234,11 @@ def _describe_provenance(prov: dict[str, Any]) -> str:
 def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
     notes = [
         "Cells: mean ± sample standard deviation (ddof=1) over seeds; a single seed shows the mean only. "
-        "Bold: best mean per column (↓ lower is better, ↑ higher is better; ties all bold; none with fewer than "
-        f"two values). {NA_TEXT}: the method lacks a capability the metric requires. {MISSING_TEXT}: not evaluated.",
+        "Bold: best mean per column (↓ lower is better, ↑ higher is better, →1 closest to 1: a ratio to the real "
+        "images, ranked by |ln mean| so that 3.0 is as far off as 1/3; ties all bold; none with fewer than "
+        f"two values). {NA_TEXT}: the method lacks a capability the metric requires. {MISSING_TEXT}: not evaluated. "
+        f"{NOT_LEARNED}: the row's method fails a test of having learned what the column measures (reports.learned; "
+        "claims on it are undecided).",
         "Each value is exactly comparable with values whose settings below agree: the same split digests "
         "(test_split_sha256: the exact held-out images), image counts, implementation and weights; "
         "comparable_with names a reference implementation where there is one.",
@@ -258,6 +280,9 @@ def _footnotes(table: Table, values: dict[str, dict[str, Value]]) -> list[str]:
                     break
         for reason, ks in reasons.items():
             notes.append(f"{NA_TEXT} for {row.label}: {reason} ({', '.join(ks)})")
+        for name, what in row.unlearned.items():
+            if any(row.cells[k].status == OK and name in {t.name for t in tests_for(k)} for k in table.keys):
+                notes.append(f"{NOT_LEARNED} {row.label} has not learned {what}")
         partial = [k for k in table.keys if row.cells[k].status == OK and row.cells[k].n < len(row.runs)]
         if partial:
             notes.append(f"{row.label}: {', '.join(partial)} from fewer seeds than the row's {len(row.runs)}")
@@ -326,7 +351,8 @@ def display_frame(table: Table, bold: tuple[str, str] = ("**", "**"), pm: str = 
         col = []
         for row in table.rows:
             c = row.cells[k]
-            text = escape(format_cell(c, pm))
+            mark = NOT_LEARNED if c.status == OK and not row.learned(k) else ""
+            text = escape(format_cell(c, pm) + mark)
             col.append(f"{bold[0]}{text}{bold[1]}" if c.best else text)
         data[f"{escape(k)} {arrows.get(direction(k), '')}".strip()] = col
     return pd.DataFrame(data)
@@ -369,7 +395,7 @@ def to_csv(table: Table) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "—": "--",
-                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$"}
+                  "±": r"$\pm$", "↓": r"$\downarrow$", "↑": r"$\uparrow$", "→": r"$\to$", NOT_LEARNED: r"$^\dagger$"}
 
 
 def latex_escape(text: str) -> str:

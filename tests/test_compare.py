@@ -128,6 +128,20 @@ def test_verdicts(base, cand, direction, verdict):
     assert compare_values(base, cand, direction).verdict == verdict
 
 
+@pytest.mark.parametrize("far", [3.0, 1 / 3])
+def test_a_ratio_closest_to_1_is_compared_as_its_log_distance(far):
+    """Sharpness ratios: moving from 1.1 to 3.0 (or 1/3, or a flat image's 0) regresses, the way back improves; the
+    numbers compared are |ln x|, and the note says so."""
+    near = [1.1, 1.12, 1.08]
+    off = [far, far * 1.02, far * 0.98]
+    s = compare_values(near, off, "closest to 1")
+    assert s.verdict == REGRESSED and s.direction == "closest to 1" and "|ln x|" in s.note
+    assert s.mean_base == pytest.approx(sum(abs(math.log(x)) for x in near) / 3)
+    assert compare_values(off, near, "closest to 1").verdict == IMPROVED
+    assert compare_values([1.1], [1 / 1.1], "closest to 1", tolerance=0.05).verdict == WITHIN_TOL  # equally far
+    assert compare_values([1.1], [0.0], "closest to 1").verdict == REGRESSED  # no edges at all: far from 1, finite
+
+
 def test_welch_matches_scipy():
     b, c = [0.51, 0.55, 0.49, 0.53], [0.58, 0.61, 0.57]
     s = compare_values(b, c, "lower", tolerance=0.05)

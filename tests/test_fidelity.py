@@ -138,8 +138,25 @@ def test_metrics_on_a_real_method_share_one_extraction(tmp_cache, monkeypatch):
     assert set(prdc) == {"precision_samples", "recall_samples", "density_samples", "coverage_samples"}
     assert all(0 <= prdc[k].value <= 1 for k in ("precision_samples", "recall_samples", "coverage_samples"))
     assert prdc["density_samples"].provenance["k"] == 5 and prdc["recall_samples"].provenance["k"] == 3
+    # what precision/recall equal: torch-fidelity's prc on Inception pool3 at k=3, not its VGG-16 default
+    comparable = prdc["precision_samples"].provenance["comparable_with"]
+    assert "inception-v3-compat" in comparable and "k=3" in comparable and "not torch-fidelity's default" in comparable
+    assert "nearest_k=5" in prdc["density_samples"].provenance["comparable_with"]
+    # the generation test's baseline (reports.learned) is stored with every FID
+    assert samples[0].provenance["single_image_fid"] == recon[0].provenance["single_image_fid"] > 0
     # test split once, reconstructions once, samples once: precision/recall reuse FID's features
     assert calls == [16, 16, 16]
+
+
+def test_single_image_fid_is_the_fid_of_a_generator_collapsed_onto_a_typical_image():
+    """single_image_fid: the median over the reference images of torch-fidelity's FID of that image repeated."""
+    from metrics.fidelity import fid_value, single_image_fid
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(41, 64, generator=g) * torch.rand(64, generator=g)  # any feature size: 64 keeps sqrtm fast
+    each = sorted(fid_value(r.expand(8, -1).clone(), ref)["fid"] for r in ref)
+    assert single_image_fid(ref) == pytest.approx(each[20], rel=1e-4)
+    assert fid_value(ref[:20], ref)["fid"] < single_image_fid(ref)  # real images beat it
 
 
 def test_prdc_equal_the_libraries_called_directly(digits):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from bench.cli import main
 from bench.core.checkpoint import load_checkpoint, save_checkpoint
-from bench.core.config import ConfigError
+from bench.core.config import ConfigError, parse_overrides
+from bench.core.protocols import PROTOCOLS
 from bench.resolve import resolve_config
 from bench.runner import MissingBaseRunError, check_bases
 from methods import METHODS, ModelSpec, StepContext
@@ -200,6 +201,39 @@ def test_runner_loads_the_base_checkpoint(tmp_path):
             p.zero_()
     load_weights(ref, load_checkpoint(path), path)
     assert all(torch.equal(a, b) for a, b in zip(ref.base.state_dict().values(), base.state_dict().values()))
+
+
+@pytest.mark.parametrize("base", REFINABLE)
+def test_a_refinement_finds_its_base_run_by_the_base_runs_own_id(base, tmp_path):
+    """One id rule: a refinement resolves to its base's sections (BiGAN's optimiser included), so the base run it
+    reuses is the one `--methods BASE` trains, under every protocol and with --set overrides; listed together, the
+    base is scheduled before the refinement."""
+    for protocol in PROTOCOLS:
+        for dataset in ("mnist5k", "cifar10"):
+            sets = parse_overrides(["train.max_steps=7", "model.prior=gaussian"])
+            own = resolve_config(base, dataset, protocol, 2, sets)
+            refined = resolve_config(f"{base}+sc", dataset, protocol, 2, sets)
+            assert run_checkpoint(refined, tmp_path).parent.name == own.run_id(), (protocol, dataset)
+    check_bases([own, refined], tmp_path)
+
+
+@pytest.mark.slow
+def test_every_refinement_runs_after_its_base_and_every_printed_line_fits(tmp_path, tmp_cache, capsys):
+    """The four trained methods and their four refinements in one smoke command: every refinement's metrics are
+    stored, and no line the command prints is wider than 100 columns."""
+    import sqlite3
+
+    out = tmp_path / "o"
+    names = [*REFINABLE, *(f"{b}+sc" for b in REFINABLE)]
+    assert main(["run", "--methods", ",".join(names), "--protocol", "smoke", "--out", str(out), "--no-progress",
+                 "--no-report"]) == 0
+    printed = capsys.readouterr()
+    lines = (printed.out + printed.err).splitlines()
+    assert len(lines) > 8 * 5 and max(map(len, lines)) <= 100, [line for line in lines if len(line) > 100]
+    with sqlite3.connect(out / "results.db") as con:
+        stored = dict(con.execute("SELECT r.method, COUNT(m.value) FROM runs r JOIN metrics m USING (run_id) "
+                                  "WHERE r.status = 'done' GROUP BY r.method").fetchall())
+    assert set(stored) == set(names) and min(stored.values()) >= 10, stored
 
 
 def test_refinement_without_base_run_is_a_user_error(tmp_path, capsys):

@@ -257,3 +257,16 @@ def test_held_out_images_are_encoded_once_per_evaluation(tmp_path):
              metrics=["mse", "image_quality", "sharpness", "probe", "reencode", "cycle"])
     assert method.encoded == min(cfg.eval.n_images, len(data.test)) + cfg.eval.n_samples
     assert all(r["value"] is not None for r in store.metric_rows(["r"]))
+
+
+def test_each_metrics_line_fits_100_columns(tmp_path):
+    """A long run id and the three throughput keys made 123-column lines: they wrap under the run id."""
+    method = CountingEncoder(ModelSpec(channels=1, resolution=16, latent_dim=2))
+    cfg = resolve_config("faae", "mnist5k", "smoke")
+    lines: list[str] = []
+    run_id = "faae[loss.rec_weight=0,train.max_steps=150]-mnist5k-smoke-s0-0123456789ab"
+    evaluate(method, cfg, halves_data(40), CPU, Store(tmp_path / "results.db"), run_id, log=lines.append,
+             metrics=["reencode", "throughput"], extras={"train_images_per_s": 123.4})
+    printed = "\n".join(lines).splitlines()
+    assert max(map(len, printed)) <= 100, printed
+    assert len(printed) > len(lines) and "decode_images_per_s=" in " ".join(printed)

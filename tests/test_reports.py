@@ -84,6 +84,17 @@ def test_best_marking_follows_direction(direction, expect):
     assert [c.best for c in mark_best(cells, direction)] == expect
 
 
+def test_best_marking_of_a_ratio_is_closeness_to_1():
+    """Sharpness ratios: 3.0 is as far from the real images as 1/3, and never beats 1.1, whichever side of 1."""
+    from metrics import direction
+
+    d = direction("recon_sharpness_ratio")
+    for far in (3.0, 1 / 3, 0.0):
+        assert [c.best for c in mark_best([aggregate([far]), aggregate([1.1])], d)] == [False, True]
+    assert [c.best for c in mark_best([aggregate([3.0]), aggregate([1 / 3])], d)] == [True, True]  # a tie
+    assert direction("sample_sharpness_ratio") == direction("density_samples") == d == "closest to 1"
+
+
 def test_best_marking_ties_and_single_values():
     tied = mark_best([aggregate([0.2]), aggregate([0.2]), aggregate([0.3])], "lower")
     assert [c.best for c in tied] == [True, True, False]

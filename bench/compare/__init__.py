@@ -16,7 +16,8 @@ literal, since variant names hold them). Commas and ``|`` inside [...] belong to
 ``variant=faae[loss.rec_weight=0,train.max_steps=30],dataset=mnist5k``.
 
 Verdicts, per (method, dataset, metric key): the change is read in the key's direction (metrics.direction:
-lower- or higher-is-better) against a relative tolerance (default 5%, ``--tolerance KEY=REL``).
+lower- or higher-is-better, or closest to 1, compared as |ln x|) against a relative tolerance (default 5%,
+``--tolerance KEY=REL``).
 
 - several seeds on both sides: Welch's t test (scipy.stats); "regressed"/"improved" need p < alpha AND a
   change beyond the tolerance; significant but smaller changes are "within tolerance";

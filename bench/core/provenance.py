@@ -40,8 +40,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-#: directions of a metric key: which way is better
-LOWER, HIGHER = "lower", "higher"
+#: directions of a metric key: which way is better. CLOSEST_TO_1 is for ratios to the real images (sharpness):
+#: 3.0 is as far off as 1/3, so they are read as the distance |ln x| from 1, lower being better
+#: (bench.core.stats.as_lower); "higher is better" would reward noise
+LOWER, HIGHER, CLOSEST_TO_1 = "lower", "higher", "closest to 1"
+DIRECTIONS = (LOWER, HIGHER, CLOSEST_TO_1)
 
 
 # --- comparability: the one rule reports and compare apply ---------------------------------------------------
