@@ -55,10 +55,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def split_list(text: str | None) -> list[str]:
-    return [t.strip() for t in (text or "").split(",") if t.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import commands
 
@@ -76,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .plugins import PluginError, load_plugins
+    from methods.plugins import PluginError, load_plugins
 
     try:
         load_plugins()  # $AEGAN_BENCH_PLUGINS and the "aegan_bench.methods" entry points, for every command

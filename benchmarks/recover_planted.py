@@ -29,6 +29,7 @@ from bench.core.checkpoint import load_checkpoint
 from bench.core.config import RunConfig
 from bench.core.data import load_dataset
 from bench.core.device import autocast
+from bench.core.layout import CHECKPOINT
 from methods.latent_recovery import (
     CLIP_RULES,
     OPTIMIZERS,
@@ -36,7 +37,7 @@ from methods.latent_recovery import (
     per_image_sq_error,
     recover_latents,
 )
-from methods.trained import CHECKPOINT, build_method
+from methods.trained import build_method
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 from methods import METHODS, ModelSpec
 
 

@@ -22,8 +22,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.core.config import parse_overrides
 from bench.core.data import ImageData
 from bench.core.device import cpu_bf16_native
-from bench.resolve import resolve_config
-from bench.runner import make_state, to_batch, train_step
+from bench.runs.resolve import resolve_config
+from bench.runs.state import make_state
+from bench.runs.step import to_batch, train_step
 from benchmarks.cpu import cpu_name
 from methods.trained import build_method, placed
 

@@ -71,6 +71,8 @@ class Method(nn.Module):
     #: config values the method's own paper prescribes, over the protocol's and under --set
     #: (section -> key -> value, e.g. {"optim": {"beta1": 0.5}})
     config_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: protocol name -> this method's own parameters (method.*) under it, e.g. a latent search's step count
+    protocol_params: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, spec: ModelSpec, params: Any = None):
         super().__init__()

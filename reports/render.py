@@ -478,7 +478,7 @@ def build_document(results: Results, report_dir: Path, data_root: str | None = N
         # the other runs are in the tables and figures; these cannot be drawn until retrained
         doc.add(Heading(2, "Runs with damaged files", "damaged"), Bullets([f"{k}: {v}" for k, v in sorted(damaged.items())]))
         for k, v in sorted(damaged.items()):
-            log(fit(f"report: damaged run {k}: {v}"))
+            log(f"report: damaged run {k}: {v}")  # one line naming the file, whatever its width
     if not datasets:
         doc.add(Para("No runs in the store yet: `python -m bench run --methods faae,aae --protocol smoke`."))
     if grids or plots:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.core.console import LINE_WIDTH
+from bench.core.records import read_runs
 from bench.core.store import Store
 
 from .tables import MAIN_KEYS, significant
@@ -21,16 +22,15 @@ def _cell(value: float | None) -> str:
 
 
 def summary_table(store_path: str | Path, run_ids: list[str], wide: bool = False) -> str:
-    store = Store(store_path, readonly=True)
-    runs = {r["run_id"]: r for r in store.runs()}
+    runs = {r.run_id: r for r in read_runs(Store(store_path, readonly=True), run_ids=run_ids)}
     rows: list[dict[str, str]] = []
     for rid in run_ids:
         r = runs.get(rid)
         if r is None:
             continue
-        values = {m["key"]: m["value"] for m in store.metric_rows([rid])}
-        label = r["variant"] if len(r["variant"]) <= LABEL_WIDTH else r["variant"][: LABEL_WIDTH - 1] + "…"
-        row = {"method": label, "seed": str(r["seed"]), "status": r["status"]}
+        values = {k: v.value for k, v in r.values.items()}
+        label = r.variant if len(r.variant) <= LABEL_WIDTH else r.variant[: LABEL_WIDTH - 1] + "…"
+        row = {"method": label, "seed": str(r.seed), "status": r.status}
         keys = sorted(values) if wide else [k for k in MAIN_KEYS if k in values]
         for k in keys:
             row[k if wide else MAIN_KEYS[k]] = _cell(values[k])

@@ -21,8 +21,8 @@ from bench.cli import main
 from bench.core.config import parse_overrides
 from bench.core.result_file import RESULT, read_result, write_result
 from bench.core.store import Store, StoreError
-from bench.resolve import resolve_config
-from bench.runner import execute
+from bench.runs.execute import execute
+from bench.runs.resolve import resolve_config
 from metrics import MetricValue
 from reports.results import load_results
 

@@ -19,23 +19,16 @@ from bench.core.config import parse_overrides
 from bench.core.data import ImageData
 from bench.core.distributed import SINGLE, World, process_group, training_provenance, world_from_env
 from bench.core.errors import UsageError
+from bench.core.layout import CHECKPOINT
 from bench.core.store import Store
-from bench.resolve import resolve_config
-from bench.runner import (
-    DivergedError,
-    LossMeter,
-    StoppedByMain,
-    _train,
-    check_data_parallel,
-    epoch_order,
-    execute,
-    make_state,
-    on_main,
-    seed_everything,
-)
+from bench.runs.execute import execute
+from bench.runs.loop import train
+from bench.runs.parallel import StoppedByMain, check_data_parallel, on_main
+from bench.runs.resolve import resolve_config
+from bench.runs.state import epoch_order, make_state, seed_everything
+from bench.runs.step import DivergedError, LossMeter
 from methods.base import ModelSpec
 from methods.faae import FAAE
-from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -116,7 +109,7 @@ def rank_main(rank: int, port: int, out: Path, steps: int, resume: Path | None) 
             if not world.is_main:
                 state.rank_streams(ckpt, cfg.seed, world)
             record["init"] = {k: v.detach().clone() for k, v in method.named_parameters()}
-            _train(cfg, state, synthetic(), CPU, run_dir, progress=False, world=world)
+            train(cfg, state, synthetic(), CPU, run_dir, progress=False, world=world)
             record.update(seen=method.seen, drawn=method.drawn, latent_gen=state.latent_gen.get_state(),
                           params={k: v.detach().clone() for k, v in method.named_parameters()},
                           buffers={k: v.clone() for k, v in method.named_buffers()})
@@ -267,9 +260,11 @@ def test_world_from_the_environment_and_refusals():
 
 def test_values_of_two_processes_are_compared_with_one_processs_with_a_warning():
     from bench.compare.verdicts import Comparison, _check_provenance
+    from bench.core.records import StoredValue
 
     one = {"metric": "mse", "n_images": 64, "split": "test", "device": "cpu"}
     two = {**one, **training_provenance([[2, 32]])}
     out = Comparison(None, None, [], 0.05)
-    _check_provenance("faae", "mnist5k", "recon_mse", [{"provenance": one}], [{"provenance": two}], out, gated=True)
+    _check_provenance("faae", "mnist5k", "recon_mse", [StoredValue("mse", "recon_mse", 0.1, one)],
+                      [StoredValue("mse", "recon_mse", 0.1, two)], out, gated=True)
     assert [w for w in out.warnings if "train_world_size" in w] and [w for w in out.warnings if "train_batch_per_rank" in w]

@@ -13,8 +13,8 @@ import torch
 
 from bench.cli import main
 from bench.core.checkpoint import load_checkpoint
+from bench.core.layout import CHECKPOINT
 from bench.core.store import Store
-from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 # every test here needs a trained run (the module fixture trains one through the CLI: ~10 s)

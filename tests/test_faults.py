@@ -32,12 +32,12 @@ import torch
 from bench.cli import main
 from bench.core.checkpoint import FORMAT_KEY, CheckpointError, load_checkpoint, save_checkpoint
 from bench.core.config import parse_overrides
+from bench.core.layout import CHECKPOINT, LEASE
 from bench.core.lease import history_path
 from bench.core.store import Store
 from bench.core.tempfiles import HOST
-from bench.resolve import resolve_config
-from bench.runner import LEASE, execute
-from methods.trained import CHECKPOINT
+from bench.runs.execute import execute
+from bench.runs.resolve import resolve_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -86,7 +86,7 @@ def reference_weights(cfg, out: Path) -> dict[str, torch.Tensor]:
     bench_env are (CPU results depend on the thread count)."""
     threads, omp = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
     torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # else the runner takes every core (bench.runner.use_all_cores)
+    os.environ["OMP_NUM_THREADS"] = "1"  # else the runner takes every core (bench.runs.execute.use_all_cores)
     try:
         [ref] = execute([cfg], out, None, CPU, metrics=["mse"], progress=False)
     finally:
@@ -236,7 +236,7 @@ def test_checkpoints_hold_tensors_and_plain_data_and_resume_the_rngs_exactly(tmp
     """Every trainable method's training state passes the weights-only unpickler, and restoring it restores
     the torch, numpy and python RNGs to the draw."""
     from bench.core.data import load_dataset
-    from bench.runner import TrainState, make_state, rng_state
+    from bench.runs.state import TrainState, make_state, rng_state
     from methods import METHODS
     from methods.trained import build_method
 

@@ -97,7 +97,7 @@ def test_score_fid_and_kid_equal_torch_fidelity_run_directly(digits, tmp_path, c
 
 def _faae(n: int):
     from bench.core.data import load_dataset
-    from bench.resolve import resolve_config
+    from bench.runs.resolve import resolve_config
     from methods.trained import build_method
     from metrics.base import EvalContext
 

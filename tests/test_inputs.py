@@ -288,7 +288,7 @@ def test_strict_json_dump():
     (["eval", "--out", "{tmp}/broken-config"], "is not a readable run config"),
 ])
 def test_bad_eval_and_score_arguments_exit_2_naming_the_valid_choices(tmp_path, capsys, argv, expect):
-    from bench.resolve import resolve_config
+    from bench.runs.resolve import resolve_config
 
     run_dir = tmp_path / "with-runs" / "runs" / "faae-x"
     run_dir.mkdir(parents=True)

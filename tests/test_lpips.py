@@ -86,7 +86,7 @@ def _ctx(method, data, n=16):
 
 def test_metric_on_a_real_method_and_na_without_encode(tmp_cache):
     from bench.core.data import load_dataset
-    from bench.resolve import resolve_config
+    from bench.runs.resolve import resolve_config
     from methods.trained import build_method
 
     cfg = resolve_config("faae", "mnist5k", "smoke")

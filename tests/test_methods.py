@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.runner import phase_backward
+from bench.runs.step import phase_backward
 from methods import METHODS, ModelSpec, StepContext
 
 TRAINABLE = [n for n in METHODS if METHODS.get(n).phases]

@@ -12,13 +12,14 @@ import torch.nn.functional as F
 from bench.cli import main
 from bench.core.checkpoint import load_checkpoint, save_checkpoint
 from bench.core.config import ConfigError, parse_overrides
+from bench.core.layout import CHECKPOINT
 from bench.core.protocols import PROTOCOLS
-from bench.resolve import resolve_config
-from bench.runner import MissingBaseRunError, check_bases
+from bench.runs.execute import MissingBaseRunError, check_bases
+from bench.runs.resolve import resolve_config
 from methods import METHODS, ModelSpec, StepContext
 from methods.ali import LOG_SIGMA_MAX
 from methods.latent_recovery import REFINABLE, per_image_sq_error
-from methods.trained import CHECKPOINT, load_weights, run_checkpoint
+from methods.trained import load_weights, run_checkpoint
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ from torchvision.transforms.v2.functional import gaussian_blur
 from bench.core.config import parse_overrides
 from bench.core.data import ImageData, load_dataset
 from bench.core.store import Store
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 from methods import ModelSpec
 from methods.base import Method
 from methods.trained import build_method

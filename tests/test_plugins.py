@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import plugins
 from bench.cli import main
 from bench.core.store import Store
-from methods import METHODS
+from methods import METHODS, plugins
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_DIR = ROOT / "tests" / "plugin_example"

@@ -10,7 +10,7 @@ import torch
 
 from bench.core import device as dev
 from bench.core.config import parse_overrides
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 
 CPU = torch.device("cpu")
 

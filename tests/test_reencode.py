@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.core.data import load_dataset
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 from methods import METHODS
 from methods.trained import build_method
 from metrics import EvalContext

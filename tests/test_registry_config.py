@@ -8,7 +8,7 @@ import pytest
 
 from bench.core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
 from bench.core.registry import Registry, UnknownNameError
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 
 
 class Base:
@@ -70,7 +70,7 @@ def test_overrides_are_typed_and_validated():
 
 def test_method_config_defaults_sit_between_protocol_and_set():
     from bench.core.config import parse_overrides
-    from bench.resolve import resolve_config
+    from bench.runs.resolve import resolve_config
 
     # quick's own beta1 and D rate equal BiGAN's, so the protocol that tells them apart is paper's
     assert resolve_config("bigan", "cifar10", "paper").optim.beta1 == 0.5
@@ -86,6 +86,6 @@ def test_method_config_defaults_sit_between_protocol_and_set():
     def budget(cfg):
         return cfg.model.width, cfg.model.latent_dim, cfg.train.max_steps, cfg.eval.n_samples
 
-    assert budget(resolve_config("faae", "mnist5k", "quick")) == (32, 32, 1000, 500)
+    assert budget(resolve_config("faae", "mnist5k", "quick")) == (32, 32, 600, 300)
     assert budget(resolve_config("faae", "cifar10", "quick")) == (64, 256, 2000, 2000)
     assert budget(resolve_config("aae", "mnist5k", "quick", 0, parse_overrides(["model.width=64"])))[0] == 64

@@ -17,7 +17,7 @@ import torch
 
 from bench.core.data import ImageData
 from bench.core.store import Store
-from bench.resolve import resolve_config
+from bench.runs.resolve import resolve_config
 from methods.trained import build_method
 from metrics import MetricValue
 from reports import grids as G
@@ -134,8 +134,8 @@ def test_grids_leave_out_methods_without_the_capability(monkeypatch, tmp_path):
     from reports.results import Run
 
     def run(method: str) -> Run:
-        return Run(f"{method}-r", method, method, "celeba", "smoke", 0, "done", "", tmp_path, {}, "s", "", {}, "cpu",
-                   "bf16", 1, 1.0)
+        return Run(f"{method}-r", method, method, "celeba", "smoke", 0, status="done", run_dir=tmp_path, device="cpu",
+                   dtype="bf16", steps=1, train_seconds=1.0)
 
     monkeypatch.setattr(METHODS.get("aae"), "provides", frozenset({"encode", "decode"}))
     plans = {k.name: (chosen, notes) for k, chosen, notes in

@@ -15,12 +15,12 @@ import torch
 
 from bench.core.checkpoint import load_checkpoint
 from bench.core.config import parse_overrides
+from bench.core.layout import CHECKPOINT
 from bench.core.store import Store
-from bench.resolve import resolve_config
-from bench.runner import execute
+from bench.runs.execute import execute
+from bench.runs.resolve import resolve_config
 from methods import METHODS
 from methods.faae import FAAE
-from methods.trained import CHECKPOINT
 
 ROOT = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -151,7 +151,7 @@ def test_no_checkpoint_follows_a_non_finite_loss(tmp_path, shared_cache, monkeyp
 
 
 def test_loss_meter_means_and_first_bad_step():
-    from bench.runner import DivergedError, LossMeter
+    from bench.runs.step import DivergedError, LossMeter
 
     meter = LossMeter()
     meter.add({"a": torch.tensor(1.0), "b": torch.tensor(2.0)}, step=0)
@@ -220,7 +220,8 @@ def test_processes_creating_one_store_at_once(tmp_path):
 
 def _trained_after(cfg, adam_eps: float | None = None) -> dict:
     from bench.core.data import load_dataset
-    from bench.runner import make_state, to_batch, train_step
+    from bench.runs.state import make_state
+    from bench.runs.step import to_batch, train_step
     from methods.trained import build_method
 
     data = load_dataset(cfg.dataset, None, cfg.data)
@@ -259,7 +260,7 @@ def test_adversarial_phase_learning_rate(tmp_cache, method, adv_phase):
     that phase's; with one Adam per network it is refused, since a network's phases share one rate there."""
     from bench.core.config import ConfigError
     from bench.core.data import load_dataset
-    from bench.runner import make_state
+    from bench.runs.state import make_state
     from methods.trained import build_method
 
     cfg = smoke(method, **{"optim.lr_adv_scale": 0.25, "optim.lr_g": 4e-4, "optim.lr_d": 1e-3})

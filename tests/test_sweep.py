@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.core.layout import LEASE
 from bench.core.lease import acquire, read_lease
 from bench.core.store import Store
-from bench.resolve import resolve_config
-from bench.runner import LEASE
-from bench.sweep import RunJob, local_cores, make_executor
-from bench.sweep_state import SweepOptions
+from bench.runs.resolve import resolve_config
+from bench.sweep.jobs import RunJob, local_cores, make_executor
+from bench.sweep.state import SweepOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--methods", "faae,aae,faae+sc", "--dataset", "mnist5k", "--protocol", "smoke", "--metrics", "mse",

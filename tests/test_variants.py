@@ -11,7 +11,7 @@ from bench.core.config import ConfigError, parse_overrides
 from bench.core.provenance import code_version
 from bench.core.registry import UnknownNameError
 from bench.core.store import Store
-from bench.resolve import (
+from bench.runs.resolve import (
     Variant,
     load_variants,
     parse_method_spec,

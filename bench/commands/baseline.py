@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..cli import command
-from .compare import add_store_args, store_paths
+from . import add_store_args, store_paths
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -24,18 +24,18 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 
 def _path_of(name: str) -> Path:
-    from ..baseline import baseline_path
+    from ..compare.baseline import baseline_path
 
     return Path(name) if name.endswith(".json") or "/" in name else baseline_path(name)
 
 
 @command("baseline", "save, show or list baseline files (frozen results to compare against)", _args)
 def run(args: argparse.Namespace) -> int:
-    from ..baseline import DEFAULT_DIR, baseline_path, describe, load_baseline, save_baseline
+    from ..compare.baseline import DEFAULT_DIR, baseline_path, describe, load_baseline, save_baseline
 
     if args.action == "save":
-        from ..baseline import describe_stores, records_from_stores
         from ..compare import parse_selector
+        from ..compare.baseline import describe_stores, records_from_stores
 
         path = baseline_path(args.name, args.file)
         stores = store_paths(args)

@@ -20,7 +20,7 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @command("collect", "upsert the runs' result files (runs/*/result.json) into a store; idempotent", _args)
 def run(args: argparse.Namespace) -> int:
-    from ..collect import collect, result_files
+    from ..core.collect import collect, result_files
     from ..core.store import SERVER_SCHEMES, Store, is_server
 
     out = Path(args.out)

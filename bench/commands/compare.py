@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import glob
-from pathlib import Path
 
-from ..cli import command, split_list
+from ..cli import command
 from ..core.errors import UsageError
-from . import DEFAULT_OUT
+from . import add_store_args, split_list, store_paths
 
 SELECTOR_HELP = """\
 selectors: comma-separated FIELD=VALUE terms that must all hold (FIELD!=VALUE excludes; VALUE may list
@@ -19,30 +17,6 @@ examples: 'variant=faae,dataset=mnist5k'  'code=git:abc123'  'tag=nightly'  'faa
 
 exit codes: 0 nothing regressed beyond its tolerance; 1 something regressed (or a candidate run diverged);
 2 a usage error (bad selector, no runs, provenance mismatch)."""
-
-
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--store", action="append", default=None, metavar="DB",
-                   help="results database; repeatable, globs allowed (e.g. 'nightly/*/results.db': one store per "
-                        "CI run); default OUT/results.db")
-    g.add_argument("--out", default=None, help="output directory of `bench run` holding results.db (default bench-out)")
-
-
-def store_paths(args: argparse.Namespace) -> list[Path]:
-    """The stores to read: every --store (globs expanded, in sorted order), else OUT/results.db."""
-    if not args.store:
-        return [Path(args.out or DEFAULT_OUT) / "results.db"]
-    paths: list[Path] = []
-    for pattern in args.store:
-        if any(c in pattern for c in "*?["):
-            hits = sorted(glob.glob(pattern))
-            if not hits:
-                raise UsageError(f"--store {pattern!r} matches no file")
-            paths += [Path(h) for h in hits]
-        else:
-            paths.append(Path(pattern))
-    return list(dict.fromkeys(paths))
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -69,9 +43,10 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 @command("compare", "compare two sets of runs metric by metric: improved, regressed or within noise", _args)
 def run(args: argparse.Namespace) -> int:
-    from ..baseline import resolve_side
+    from methods.plugins import load_plugins
+
     from ..compare import compare, parse_tolerances, render
-    from ..plugins import load_plugins
+    from ..compare.baseline import resolve_side
 
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be in (0, 1), got {args.alpha}")

@@ -6,9 +6,9 @@ import argparse
 import os
 from pathlib import Path
 
-from ..cli import command, split_list
+from ..cli import command
 from ..core.errors import UsageError
-from . import DEFAULT_OUT
+from . import DEFAULT_OUT, split_list
 
 
 def _args(p: argparse.ArgumentParser) -> None:

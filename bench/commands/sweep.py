@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import command, split_list
+from ..cli import command
 from ..core.errors import UsageError
-from .run import add_common, add_grid, grid_configs
+from . import add_common, add_grid, grid_configs, split_list
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def _log(line: str) -> None:
 
 @command("sweep", "submit every run of a grid as its own job (Slurm or local processes) and wait for them", _args)
 def run(args: argparse.Namespace) -> int:
-    from ..sweep_state import SweepOptions, all_finished, check_options, status_table, sweep_status
+    from ..sweep.state import SweepOptions, all_finished, check_options, status_table, sweep_status
 
     out = Path(args.out)
     if args.status:
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from metrics import named_metrics
 
     from ..core.device import resolve_device
-    from ..sweep import run_sweep
+    from ..sweep.jobs import run_sweep
 
     try:  # train.precision=auto is settled for this host's device; jobs elsewhere (Slurm) may need it set
         device = resolve_device(args.device)

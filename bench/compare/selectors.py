@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import fnmatch
-import json
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import UsageError
 from ..core.provenance import code_version
-from ..resolve import split_top_level
+from ..core.records import RunRecord, read_runs
+from ..runs.resolve import split_top_level
 
 
 # --- selectors ------------------------------------------------------------------------------------------
@@ -100,60 +100,10 @@ def parse_selector(text: str) -> Selector:
 
 
 # --- what is compared -----------------------------------------------------------------------------------
-@dataclass
-class RunRecord:
-    """One run and its metric values, from the store or from a baseline file."""
-
-    run_id: str
-    method: str
-    variant: str
-    dataset: str
-    protocol: str
-    seed: int
-    config_hash: str
-    code_version: str
-    status: str = "done"
-    tags: list[str] = field(default_factory=list)
-    device: str = ""
-    dtype: str = ""
-    created: float = 0.0
-    config: dict[str, Any] = field(default_factory=dict)
-    packages: dict[str, str] = field(default_factory=dict)
-    #: key -> {"metric": name, "value": float | None, "provenance": {...}}
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def as_selectable(self) -> dict[str, Any]:
-        """The fields selectors read (see SELECTOR_FIELDS), without copying configs and metric values."""
-        return {k: getattr(self, k) for k in ("run_id", "method", "variant", "dataset", "protocol", "seed",
-                                              "config_hash", "code_version", "tags")}
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RunRecord:
-        return cls(**d)
-
-
 def records_from_store(store, selector: Selector, statuses: Iterable[str] = ("done", "diverged")) -> list[RunRecord]:
     """Runs of the store that the selector picks (in creation order), with their metric values."""
-    out = []
-    for r in store.runs():
-        if r["status"] not in statuses:
-            continue
-        rec = RunRecord(
-            run_id=r["run_id"], method=r["method"], variant=r["variant"], dataset=r["dataset"],
-            protocol=r["protocol"], seed=r["seed"], config_hash=r["config_hash"], code_version=r["code_version"],
-            status=r["status"], tags=store.split_tags(r["tags"]), device=r["device"], dtype=r["dtype"],
-            created=r["created"], config=json.loads(r["config_json"]), packages=json.loads(r["packages_json"]))
-        if selector.matches(rec.as_selectable()):
-            out.append(rec)
-    rows = store.metric_rows([r.run_id for r in out]) if out else []
-    by_id = {r.run_id: r for r in out}
-    for m in rows:
-        by_id[m["run_id"]].metrics[m["key"]] = {"metric": m["metric"], "value": m["value"],
-                                                "provenance": m["provenance"]}
-    return out
+    statuses = tuple(statuses)
+    return read_runs(store, lambda r: r.status in statuses and selector.matches(r.as_selectable()))
 
 
 # --- tags -------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..core.provenance import (
     matches_any,
     settings,
 )
+from ..core.records import RunRecord, StoredValue
 from ..core.stats import (
     DEFAULT_ALPHA,
     DEFAULT_TOLERANCES,
@@ -32,7 +33,6 @@ from ..core.stats import (
     compare_values,
     tolerance_for,
 )
-from .selectors import RunRecord
 
 
 class ProvenanceMismatch(UsageError):
@@ -164,14 +164,14 @@ def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances
                 raise ProvenanceMismatch(
                     f"{label} on {ds}: runs under different protocols ({', '.join(sorted(protocols))}); "
                     f"compare runs of one protocol (add protocol=NAME to the selectors)")
-            keys = list(dict.fromkeys(k for r in [*bd, *cd] for k in r.metrics))
+            keys = list(dict.fromkeys(k for r in [*bd, *cd] for k in r.values))
             for key in keys:
-                b_vals = [r.metrics[key] for r in bd if key in r.metrics]
-                c_vals = [r.metrics[key] for r in cd if key in r.metrics]
-                if not _key_selected(key, (b_vals or c_vals)[0]["metric"], patterns):
+                b_vals = [r.values[key] for r in bd if key in r.values]
+                c_vals = [r.values[key] for r in cd if key in r.values]
+                if not _key_selected(key, (b_vals or c_vals)[0].metric, patterns):
                     continue
-                bn = [v["value"] for v in b_vals if v["value"] is not None]
-                cn = [v["value"] for v in c_vals if v["value"] is not None]
+                bn = [v.value for v in b_vals if v.value is not None]
+                cn = [v.value for v in c_vals if v.value is not None]
                 if not bn or not cn:
                     role, vals = ("baseline", b_vals) if not bn else ("candidate", c_vals)
                     why = "n/a" if vals else "not measured"
@@ -187,24 +187,25 @@ def compare(base: Side, cand: Side, metrics: list[str] | None = None, tolerances
     return out
 
 
-def _check_provenance(label: str, ds: str, key: str, b_vals: list[dict], c_vals: list[dict], out: Comparison,
+def _check_provenance(label: str, ds: str, key: str, b_vals: list[StoredValue], c_vals: list[StoredValue],
+                      out: Comparison,
                       gated: bool, ignore: tuple[str, ...] = ()) -> None:
     """Refuse numbers measured differently (see MEASUREMENT_KEYS) except in the `ignore` fields, which are warned
     about; warn about hardware; note diagnostics."""
-    ref = b_vals[0]["provenance"]
+    ref = b_vals[0].provenance
     for role, vals in (("baseline", b_vals), ("candidate", c_vals)):
         for v in vals:
-            if settings(v["provenance"], ignore) == settings(ref, ignore):
+            if settings(v.provenance, ignore) == settings(ref, ignore):
                 continue
             where = "within the baseline" if role == "baseline" else "between baseline and candidate"
             text = (f"{key} of {label} on {ds} measured differently {where} "
-                    f"({describe_difference(ref, v['provenance'], ignore)})")
+                    f"({describe_difference(ref, v.provenance, ignore)})")
             if not gated:
                 out.warnings.append(f"{text}; shown, not gated")
                 return
             raise ProvenanceMismatch(f"refusing to compare: {text}. Compare runs evaluated the same way, or "
                                      f"leave this metric out with --metrics")
-    provs = [v["provenance"] for v in [*b_vals, *c_vals]]
+    provs = [v.provenance for v in [*b_vals, *c_vals]]
     for k in sorted({k for p in provs for k in p if matches_any(k, ignore)}):
         seen = sorted({str(p.get(k)) for p in provs})
         if len(seen) > 1 and not any(w.startswith(f"values from different splits ({k}") for w in out.warnings):

@@ -5,23 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from torchvision.io import ImageReadMode, decode_image, read_file
 
 from .checkpoint import load_tensors
 from .config import DataConfig
 from .registry import Registry
 from .tempfiles import atomic_write, remove_orphans, replace_text
-
-# torchvision.io's decoders are deprecated in favour of torchcodec, but are still the fastest JPEG/PNG
-# path here (3x PIL) and part of torchvision 0.29; keep the warning out of every run's output
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision")
 
 DATA_ENV = "AEGAN_BENCH_DATA"
 CACHE_ENV = "AEGAN_BENCH_CACHE"
@@ -172,15 +166,9 @@ def pil_to_uint8(img, channels: int | None = None) -> torch.Tensor:
 
 
 def decode_image_file(path: Path, channels: int = 3) -> torch.Tensor:
-    """uint8 C x H x W of one image file: torchvision's decoders (JPEG, PNG, WebP, GIF; 16-bit PNG is scaled),
-    PIL for what they do not read (BMP, TIFF)."""
-    try:
-        img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY)
-        return image_to_uint8(img)
-    except RuntimeError:
-        pass  # not a format torchvision decodes: PIL below, which also names a file that is no image at all
-    except ValueError as e:
-        raise DatasetError(f"cannot use image {path}: {e}") from None
+    """uint8 C x H x W of one image file, decoded by PIL (JPEG, PNG, WebP, GIF, BMP, TIFF; 16-bit grey scaled by
+    image_to_uint8). torchvision.io's decoders are deprecated (for TorchCodec, which decodes video first); PIL is
+    the decoder torchvision's own datasets use and reads every format here in one path."""
     from PIL import Image, UnidentifiedImageError
 
     try:

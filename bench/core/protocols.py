@@ -12,7 +12,7 @@ class Protocol:
     description: str = ""
 
     def sections(self, dataset: str) -> dict[str, dict[str, Any]]:
-        """Config sections (see bench.config.SECTIONS) for a dataset."""
+        """Config sections (see bench.core.config.SECTIONS) for a dataset."""
         raise NotImplementedError
 
 
@@ -44,7 +44,7 @@ class Quick(Protocol):
                    "beta1 0.5, D at 2e-4 and, on cifar10, the adversarial phase of G (F-AAE) or E (AAE) at "
                    "half of G's rate; 2,000 steps, sized so that faae,aae on cifar10 train and evaluate in "
                    "under 30 minutes on a 2-core CPU; on mnist5k (the first command) width 32, latent 32, "
-                   "1,000 steps and 500 samples, to finish in minutes")
+                   "600 steps and 300 held-out images and samples, to finish in minutes on any 2-core CPU")
 
     #: the adversarial phase's rate relative to G's, where it was measured. cifar10, F-AAE at 800 steps, 1, 1/2
     #: and 1/3: re-encoding ratio 0.19, 0.15, 0.10, FID of samples 161, 225, 291; at 1/3 D wins outright and G
@@ -56,10 +56,12 @@ class Quick(Protocol):
     #: budget (width 64, latent 256, 2,000 steps) F-AAE's re-encoding ratio was 0.40: a sample that must look
     #: like an MNIST digit (a black background, D sees any grey) cannot carry 256 numbers, while 32 fit in the
     #: strokes. Width 32, latent 32, 1,000 steps: ratio 0.10, AAE's reconstruction MSE 0.0149 against 0.086 for
-    #: random pairs (5.8x), digits in both sample grids. 500 samples: the size of the held-out split.
+    #: random pairs (5.8x), digits in both sample grids. On a CPU without native bf16 (fp32, AVX2 kernels) that
+    #: budget took 14.5 min end to end (training 360 s + 168 s, Inception ~8 images/s), so it was cut to 600
+    #: steps and 300 held-out images and samples (docs/speed.md: what the cut costs).
     PER_DATASET: dict[str, dict[str, dict[str, Any]]] = {
-        "mnist5k": {"model": {"width": 32, "latent_dim": 32}, "train": {"max_steps": 1000},
-                    "eval": {"n_samples": 500}},
+        "mnist5k": {"model": {"width": 32, "latent_dim": 32}, "train": {"max_steps": 600},
+                    "eval": {"n_images": 300, "n_samples": 300}},
     }
 
     def sections(self, dataset):

@@ -16,11 +16,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from .compare import RunRecord, Selector, Side, parse_selector, records_from_store
-from .core.errors import UsageError
-from .core.paths import path_under
-from .core.store import Store
-from .core.tempfiles import replace_text
+from ..core.errors import UsageError
+from ..core.paths import path_under
+from ..core.store import Store
+from ..core.tempfiles import replace_text
+from . import RunRecord, Selector, Side, parse_selector, records_from_store
 
 FORMAT = "aegan-bench-baseline/1"
 DEFAULT_DIR = Path("baselines")
@@ -122,7 +122,7 @@ def describe(doc: dict[str, Any], records: list[RunRecord]) -> str:
     for r in records:
         row: dict[str, Any] = {"variant": r.variant, "dataset": r.dataset, "protocol": r.protocol, "seed": r.seed,
                                "code": r.code_version, "config": r.config_hash}
-        row.update({k: v["value"] for k, v in r.metrics.items()})
+        row.update({k: v.value for k, v in r.values.items()})
         rows.append(row)
     head = f"{doc['name']}: {len(records)} run(s), selector {doc['selector']}, saved {doc['created']}"
     return head + "\n" + tabulate(rows, headers="keys", floatfmt=".4g", missingval="n/a")

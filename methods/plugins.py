@@ -21,9 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from methods import METHODS, Method
+from bench.core.errors import UsageError
 
-from .core.errors import UsageError
+from .base import METHODS, Method
 
 ENV_VAR = "AEGAN_BENCH_PLUGINS"
 ENTRY_POINT_GROUP = "aegan_bench.methods"

@@ -1,6 +1,6 @@
 """Sweeps: every run of a grid as an independent job through submitit, on Slurm or in local processes.
 
-Each job is one call of bench.runner.execute with one config, so a job does exactly what `bench run` does for
+Each job is one call of bench.runs.execute.execute with one config, so a job does exactly what `bench run` does for
 that run: its lease makes a run already held by a live process a skip, and an interrupted run resumes from its
 last.pt. Refinements (methods with a base_method, e.g. faae+sc) start after their base run: locally they are
 submitted once the base's job has ended, on Slurm they are submitted at once with a dependency on the base's job.
@@ -21,17 +21,18 @@ import submitit
 import torch
 
 from methods import METHODS
+from methods.plugins import load_plugins
 from methods.trained import run_checkpoint
 from metrics import select_metrics
 
-from .core.config import RunConfig
-from .core.device import resolve_device
-from .core.errors import UsageError
-from .core.lease import lease_timeout, read_lease, stale_reason
-from .core.store import Store
-from .plugins import load_plugins
-from .runner import LEASE, check_bases, execute
-from .sweep_state import (
+from ..core.config import RunConfig
+from ..core.device import resolve_device
+from ..core.errors import UsageError
+from ..core.layout import LEASE
+from ..core.lease import lease_timeout, read_lease, stale_reason
+from ..core.store import Store
+from ..runs.execute import check_bases, execute
+from .state import (
     FINISHED,
     SLURM_WAITING,
     SweepOptions,
@@ -53,7 +54,7 @@ def local_cores() -> int:
 
 # --- the job ---------------------------------------------------------------------------------------------
 class RunJob(submitit.helpers.Checkpointable):
-    """One run in its own process: bench.runner.execute on its config.
+    """One run in its own process: bench.runs.execute.execute on its config.
 
     Checkpointable: when Slurm preempts the job or its time runs out (locally: --time-min), submitit calls
     checkpoint(), which resubmits this same call (Checkpointable's own checkpoint); the requeued job takes

@@ -2,7 +2,7 @@
 and protocol parameters <- overrides, `resolve_config`), and variants: a registered method under other config
 values, defined without code.
 
-Two ways to define one, both validated exactly as `--set` overrides (bench.config.parse_overrides):
+Two ways to define one, both validated exactly as `--set` overrides (bench.core.config.parse_overrides):
 
 - inline in `--methods`: ``faae[loss.rec_weight=30,train.batch_size=32]``. The variant is named by the
   text itself with spaces removed (``faae[loss.rec_weight=30,train.batch_size=32]``), or by ``name=NAME``
@@ -34,11 +34,11 @@ import torch
 
 from methods import METHODS
 
-from .core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
-from .core.data import DATASETS
-from .core.device import resolve_device, resolve_precision
-from .core.protocols import PROTOCOLS
-from .core.registry import UnknownNameError
+from ..core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
+from ..core.data import DATASETS
+from ..core.device import resolve_device, resolve_precision
+from ..core.protocols import PROTOCOLS
+from ..core.registry import UnknownNameError
 
 try:
     import tomllib
@@ -56,7 +56,7 @@ class Variant:
 
     name: str
     base: str
-    #: section -> key -> value (strings, as from --set); see bench.config.parse_overrides
+    #: section -> key -> value (strings, as from --set); see bench.core.config.parse_overrides
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)
     description: str = ""
 
@@ -237,7 +237,7 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
     cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
     cfg = apply_overrides(cfg, proto.sections(dataset))
     cfg = apply_overrides(cfg, cls.config_defaults)
-    params = {**getattr(cls, "protocol_params", {}).get(protocol, {}), **(overrides or {}).get("method", {})}
+    params = {**cls.protocol_params.get(protocol, {}), **(overrides or {}).get("method", {})}
     cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
     if cfg.optim.state == "network" and cfg.optim.lr_adv_scale != 1 and any(p.lr == "adv" for p in cls.phases):
         raise ConfigError(f"optim.lr_adv_scale={cfg.optim.lr_adv_scale} needs optim.state=phase: with one Adam per "

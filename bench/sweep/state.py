@@ -1,7 +1,7 @@
-"""The light half of sweeps (bench.sweep): their options, the state file, the verdict of each run, and what
+"""The light half of sweeps (bench.sweep.jobs): their options, the state file, the verdict of each run, and what
 became of the runs later (`bench sweep --status`).
 
-Kept apart from bench.sweep, which imports the runner (torch, the metrics), so that `--status` and the
+Kept apart from bench.sweep.jobs, which imports the engine (torch, the metrics), so that `--status` and the
 checks of the flags start in a fraction of a second.
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 
 import submitit
 
-from .core.errors import UsageError
-from .core.store import Store
-from .core.tempfiles import HOST, pid_alive, replace_text
+from ..core.errors import UsageError
+from ..core.store import Store
+from ..core.tempfiles import HOST, pid_alive, replace_text
 
 EXECUTORS = ("auto", "local", "slurm")
 STATE = "state.json"

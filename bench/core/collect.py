@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .core.result_file import RESULT, ResultFileError, read_result
-from .core.store import Store
+from .result_file import RESULT, ResultFileError, read_result
+from .store import Store
 
 
 @dataclass
