@@ -34,13 +34,18 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from bench.core.config import ConfigError
+from bench.core.paths import MAX_NAME, SAFE_NAME_RE, display
 from bench.core.provenance import CLOSEST_TO_1, LOWER
 from bench.core.registry import Registry
+from bench.core.schema import Name, first_problem
 from bench.core.stats import (
     DEFAULT_ALPHA,
     DEFAULT_TOLERANCE,
@@ -49,16 +54,13 @@ from bench.core.stats import (
     one_sided_welch,
     relative_change,
 )
-from metrics import direction
+from bench.core.toml_file import read_toml
+from methods import METHODS
+from metrics import METRICS, direction
 
 from .learned import outcomes
 from .results import Value
 from .tables import MISSING_TEXT, NA, OK, Row, Table, format_cell
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 SUPPORTED, NOT_SUPPORTED, UNDECIDED = "supported", "not supported", "undecided"
 #: seeds per side, on every key, below which a claim is undecided: with 2 per side the seed spread is a guess from
@@ -98,21 +100,66 @@ for _c in (
 CLAIM_FIELDS = ("text", "source", "better", "than", "keys")
 
 
-def load_claims(path: str | Path) -> list[Claim]:
-    """Claims from a TOML file, one table per claim (see the module docstring); every field is checked."""
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"cannot read claims file {path}: {e}") from None
+class ClaimEntry(BaseModel):
+    """One table of a claims file: the declared schema of a claim, checked by pydantic (strict: no coercion)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    text: Annotated[str, StringConstraints(min_length=1, max_length=2_000)]
+    source: Annotated[str, StringConstraints(max_length=2_000)]
+    #: row labels: a method, or a variant's name (inline ones included), as run ids hold them
+    better: Name
+    than: Name
+    keys: Annotated[list[Name], Field(min_length=1, max_length=100)]
+
+
+def _label_error(label: str, known: set[str]) -> str | None:
+    """Why a claim's method label names no method: an inline variant's method (before '[') must be registered;
+    a plain label must be a registered method or one of `known` (the labels of the runs it is checked on)."""
+    head = label.partition("[")[0]
+    if "[" in label:
+        return None if head in METHODS else f"{head!r} (of {label!r}) is not a registered method"
+    if label in METHODS or label in known:
+        return None
+    return f"no method or variant {label!r}"
+
+
+def load_claims(path: str | Path, labels: Iterable[str] | None = None) -> list[Claim]:
+    """Claims from a TOML file, one table per claim (see the module docstring); every field is checked against the
+    ClaimEntry schema, every key against the metric registry, and better/than against the registered methods and,
+    when given, the row `labels` the claims will be checked on (a variant from a variants file is known only there).
+    Anything wrong is a ConfigError of one line naming the claim."""
+    doc = read_toml(path, "claims file")
+    registered_keys = {k for _, cls in METRICS.items() for k in cls.keys}
+    known = set(labels or ())
     out = []
     for name, d in doc.items():
-        missing = [f for f in CLAIM_FIELDS if f not in d] if isinstance(d, dict) else list(CLAIM_FIELDS)
-        extra = sorted(set(d) - set(CLAIM_FIELDS)) if isinstance(d, dict) else []
-        if missing or extra or not isinstance(d.get("keys"), list) or not d["keys"]:
-            raise ConfigError(f"claim [{name}] in {path} needs the fields {', '.join(CLAIM_FIELDS)} (keys: a non-empty "
-                              f"list of metric keys); missing {missing or 'none'}, unknown {extra or 'none'}")
-        out.append(Claim(name, str(d["text"]), str(d["source"]), str(d["better"]), str(d["than"]),
-                         tuple(str(k) for k in d["keys"])))
+        if not SAFE_NAME_RE.fullmatch(name) or len(name) > MAX_NAME:
+            raise ConfigError(f"claim [{name!r}] in {display(path)}: a claim's name may hold letters, digits and "
+                              "_ . + - [ ] = , only")
+        where = f"claim [{name}] in {display(path)}"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where} must be a table with the fields {', '.join(CLAIM_FIELDS)}")
+        missing, extra = [f for f in CLAIM_FIELDS if f not in d], sorted(set(d) - set(CLAIM_FIELDS))
+        if missing or extra:
+            raise ConfigError(f"{where} needs the fields {', '.join(CLAIM_FIELDS)} (keys: a non-empty list of "
+                              f"metric keys); missing {missing or 'none'}, unknown {extra or 'none'}")
+        try:
+            entry = ClaimEntry.model_validate(d)
+        except ValidationError as e:
+            raise ConfigError(f"{where}: {first_problem(e)} (fields: {', '.join(CLAIM_FIELDS)}; keys: a non-empty "
+                              "list of metric keys)") from None
+        unknown = [k for k in entry.keys if k not in registered_keys]
+        if unknown:
+            raise ConfigError(f"{where}: unknown metric key(s) {', '.join(unknown)}; valid: "
+                              f"{', '.join(sorted(registered_keys))}")
+        for label in (entry.better, entry.than):
+            if labels is not None or "[" in label:
+                problem = _label_error(label, known)
+                if problem:
+                    raise ConfigError(f"{where}: {problem}; valid: {', '.join(sorted({*METHODS, *known}))}")
+        if entry.better == entry.than:
+            raise ConfigError(f"{where}: better and than are both {entry.better!r}")
+        out.append(Claim(name, entry.text, entry.source, entry.better, entry.than, tuple(entry.keys)))
     return out
 
 

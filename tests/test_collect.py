@@ -1,5 +1,5 @@
 """Result files and `bench collect`: a run directory's result.json holds its rows exactly as stored, and
-collecting them into another store gives the same rows, twice without change; damaged files are named.
+collecting them into another store gives the same rows, twice without change; refused files are named.
 The same into a real PostgreSQL server, which two writing processes share without losing anything."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def test_collect_updates_a_run_and_names_a_damaged_file(trained, tmp_path, capsy
     target = tmp_path / "central.db"
     assert main(["collect", "--out", str(out), "--store", str(target)]) == 1
     captured = capsys.readouterr()
-    assert str(bad) in captured.err and "1 new" in captured.out and "1 damaged" in captured.out
+    assert str(bad) in captured.err and "1 new" in captured.out and "1 refused" in captured.out
     (run,) = Store(target).runs()
     assert run["run_dir"] == str(run_dir.resolve())  # where the run directory is now
     # a newer result of the same run (re-evaluated by its worker) replaces the stored rows

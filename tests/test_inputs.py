@@ -323,3 +323,27 @@ def test_one_image_test_split_gives_na_with_the_reason(tmp_path, tmp_cache, caps
         assert got[key]["value"] is None, key
         assert "at least 2 held-out images, got 1" in got[key]["provenance"]["reason"], key
     assert "recon_mse_random_pair=n/a" in printed
+
+
+# --- issue 26: a dataset file name that is not UTF-8 ------------------------------------------------------------
+def test_dataset_file_name_not_utf8_trains_and_evaluates(tmp_path, tmp_cache, capsys):
+    """A `folder` dataset holding b"\\xff.png" stopped `bench run` with UnicodeEncodeError in listing_digest; the
+    names are only read (hashed as bytes), so the run trains, is scored and collected."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for name in (b"\xff.png", b"caf\xe9.png", b"plain.png", b"\xc3\xa9t\xc3\xa9.png"):  # the last is UTF-8
+        path = root / os.fsdecode(name)
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path, format="PNG")
+    out = tmp_path / "out"
+    code, printed, err = run_cli(capsys, "run", "--methods", "faae", "--dataset", "folder", "--data-root", str(root),
+                                 "--protocol", "smoke", "--set", "train.max_steps=2", "data.resolution=32",
+                                 "--metrics", "mse", "--out", str(out), "--no-progress", "--no-report")
+    assert code == 0 and "Traceback" not in err, printed + err
+    (run,) = Store(out / "results.db").runs()
+    assert run["status"] == "done" and run["dataset"] == "folder"
+    assert {r["key"] for r in Store(out / "results.db").metric_rows()} >= {"recon_mse"}
+    assert run_cli(capsys, "collect", "--out", str(out))[0] == 0

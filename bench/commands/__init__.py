@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,13 +58,46 @@ def add_grid(p: argparse.ArgumentParser, methods_required: bool = True) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
+    """--seeds: comma-separated integers in numpy's seed range, checked before any run is claimed."""
+    from ..core.store import SEED_LIMIT
+
     try:
         seeds = [int(s) for s in split_list(text)]
     except ValueError:
         raise UsageError(f"--seeds must be comma-separated integers, got {text!r}") from None
     if not seeds:
         raise UsageError("--seeds is empty")
+    bad = [s for s in seeds if not 0 <= s < SEED_LIMIT]
+    if bad:
+        raise UsageError(f"--seeds {text!r}: a seed must be an integer from 0 to {SEED_LIMIT - 1} (numpy's range)")
     return seeds
+
+
+#: the key of a --set item: section.key, as the config's dataclasses name them
+SET_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_set_items(items: list[str]) -> list[str]:
+    """--set items whose key is no config key's shape are refused here, quoted: the config's own messages name
+    keys as they are, control characters and line breaks included."""
+    for item in items:
+        if not SET_KEY_RE.fullmatch(item.partition("=")[0].strip()):
+            raise UsageError(f"--set {item!r} must look like section.key=value (e.g. train.epochs=3)")
+    return items
+
+
+def check_out_paths(args: argparse.Namespace) -> None:
+    """--out and --data-root before anything is claimed: --out must be a directory (or not exist yet), and both
+    are stored and printed (run directories, data sources), so they must be valid UTF-8."""
+    from ..core.paths import display, require_utf8
+
+    require_utf8(args.out, "--out")
+    if args.data_root:
+        require_utf8(args.data_root, "--data-root")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {display(out)} is a file, not a directory; pass a directory (it is created when "
+                         "missing)")
 
 
 def grid_configs(args: argparse.Namespace, device: torch.device | None = None) -> list[RunConfig]:
@@ -74,11 +108,12 @@ def grid_configs(args: argparse.Namespace, device: torch.device | None = None) -
     from ..core.config import parse_overrides
     from ..runs.resolve import load_variants, parse_methods, resolve_variant
 
+    check_out_paths(args)
     load_plugins(args.plugin)
     methods = parse_methods(args.methods or "", load_variants(args.variants) if args.variants else None)
     if not methods:
         raise UsageError("--methods is empty; see `python -m bench list methods`")
-    overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(check_set_items(args.overrides))
     seeds = parse_seeds(args.seeds)
     return [resolve_variant(m, args.dataset, args.protocol, s, overrides, device) for s in seeds for m in methods]
 
@@ -104,4 +139,5 @@ def store_paths(args: argparse.Namespace) -> list[Path]:
             paths += [Path(h) for h in hits]
         else:
             paths.append(Path(pattern))
-    return [*dict.fromkeys(paths)]  # not list(): the `list` command's module shadows it in this package
+    # not list(...): once the command modules are imported, `list` in this package's namespace is bench.commands.list
+    return [*dict.fromkeys(paths)]

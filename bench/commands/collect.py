@@ -18,22 +18,25 @@ def _args(p: argparse.ArgumentParser) -> None:
                         "URL postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE (needs the postgres extra)")
 
 
-@command("collect", "upsert the runs' result files (runs/*/result.json) into a store; idempotent", _args)
+@command("collect", "upsert the runs' result files (runs/*/result.json) into a store; idempotent; exit code 1 when "
+                    "a file was refused", _args)
 def run(args: argparse.Namespace) -> int:
     from ..core.collect import collect, result_files
+    from ..core.paths import display, require_utf8
     from ..core.store import SERVER_SCHEMES, Store, is_server
 
     out = Path(args.out)
+    require_utf8(out, "--out")  # each run's directory is stored as text
     if not result_files(out):
-        raise UsageError(f"no result files under {out}/runs (runs/<id>/result.json): pass the --out directory "
-                         "that `bench run` or `bench eval` wrote")
+        raise UsageError(f"no result files under {display(out)}/runs (runs/<id>/result.json): pass the --out "
+                         "directory that `bench run` or `bench eval` wrote")
     target = args.store or out / "results.db"
     if isinstance(target, str) and "://" in target and not is_server(target):
         raise UsageError(f"--store {target!r}: give an SQLite file path or a URL starting with "
                          f"{' or '.join(SERVER_SCHEMES)}")
     store = Store(target)
     done = collect(out, store)
-    for line in done.damaged:
+    for line in done.refused:
         print(f"skipped {line}", file=sys.stderr)
     print(f"collected into {store.name}: {done.summary()}")
-    return 1 if done.damaged else 0
+    return 1 if done.refused else 0

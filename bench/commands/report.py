@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cli import command
 from ..core.errors import UsageError
+from ..core.layout import OutDir
 from . import DEFAULT_OUT, split_list
 
 
@@ -29,15 +30,17 @@ def report_from_args(store: Path, report_dir: str | None, datasets: list[str], m
                      data_root: str | None, figures: bool = True, claims_file: str | None = None) -> Path:
     from reports.claims import load_claims
     from reports.render import write_report
+    from reports.results import load_results
 
-    claims = load_claims(claims_file) if claims_file else None
+    # a claim may name a variant of this store's runs: the labels there are what it can name
+    claims = load_claims(claims_file, [r.label for r in load_results(store).runs]) if claims_file else None
     return write_report(store, report_dir, datasets or None, methods or None, data_root, grids=figures, plots=figures,
                         claims=claims)
 
 
 @command("report", "render tables, figure grids and plots (report.md, report.html) from a results store", _args)
 def run(args: argparse.Namespace) -> int:
-    store = Path(args.store) if args.store else Path(args.out or DEFAULT_OUT) / "results.db"
+    store = Path(args.store) if args.store else OutDir(Path(args.out or DEFAULT_OUT)).store
     if not store.is_file():
         raise UsageError(f"no results store at {store}; run `python -m bench run --methods ... --out DIR` first, "
                          "then `python -m bench report --out DIR`")

@@ -16,8 +16,10 @@ from typing import Any
 
 from tabulate import tabulate
 
+from ..core import strict_json
 from ..core.errors import UsageError
 from ..core.paths import path_under
+from ..core.result_file import decode_value, encode_value
 from ..core.store import Store
 from ..core.tempfiles import replace_text
 from . import RunRecord, Selector, Side, parse_selector, records_from_store
@@ -46,14 +48,25 @@ def save_baseline(name: str, records: list[RunRecord], path: Path, selector: Sel
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "selector": str(selector),
         "source_store": source,
-        "runs": [r.to_json() for r in done],
+        "runs": [_encoded(r.to_json()) for r in done],
     }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        replace_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        # strict JSON: +-inf values as "inf"/"-inf" (as in result files), any other non-finite number as null
+        replace_text(path, strict_json.dumps(doc, indent=1, sort_keys=True) + "\n")
     except OSError as e:
         raise UsageError(f"cannot write the baseline {path} ({e.strerror}); pass --file PATH") from None
     return doc
+
+
+def _encoded(run: dict[str, Any]) -> dict[str, Any]:
+    """A run of a baseline file with its non-finite values written as strict JSON can hold them."""
+    return {**run, "metrics": {k: {**v, "value": encode_value(v["value"])} for k, v in run["metrics"].items()}}
+
+
+def _decoded(run: dict[str, Any]) -> dict[str, Any]:
+    return {**run, "metrics": {k: {**v, "value": decode_value(v["value"])}
+                               for k, v in (run.get("metrics") or {}).items()}}
 
 
 def load_baseline(path: Path) -> tuple[dict[str, Any], list[RunRecord]]:
@@ -66,8 +79,8 @@ def load_baseline(path: Path) -> tuple[dict[str, Any], list[RunRecord]]:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UsageError(f"{path} is not an aegan-bench baseline (expected \"format\": \"{FORMAT}\")")
     try:
-        records = [RunRecord.from_json(r) for r in doc["runs"]]
-    except (KeyError, TypeError) as e:
+        records = [RunRecord.from_json(_decoded(r)) for r in doc["runs"]]
+    except (KeyError, TypeError, AttributeError) as e:
         raise UsageError(f"baseline file {path} is damaged: {e}") from None
     return doc, records
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from .paths import odd_kind
 from .tempfiles import atomic_write
 
 FORMAT_KEY = "aegan_bench_checkpoint"
@@ -56,8 +57,10 @@ def load_tensors(path: str | Path) -> Any:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint of ours, or CheckpointError (one line naming the file and what to do)."""
+    """A checkpoint of ours, or CheckpointError (one line naming the file and what to do); a directory or
+    symbolic link at `path` is refused unread."""
     path = Path(path)
+    _check_file(path)
     try:
         obj = load_tensors(path)
     except pickle.UnpicklingError as e:
@@ -79,10 +82,19 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return obj
 
 
+def _check_file(path: Path) -> None:
+    """A checkpoint is a regular file: a directory or symbolic link in its place is named, never read or replaced."""
+    kind = odd_kind(path)
+    if kind is not None:
+        raise CheckpointError(path, f"is {kind}, not a checkpoint file")
+
+
 def save_checkpoint(obj: dict[str, Any], path: str | Path) -> None:
     """Write a checkpoint atomically (a temporary file renamed over `path`). On a full disk: NoSpaceError,
-    the previous checkpoint intact, no temporary left."""
+    the previous checkpoint intact, no temporary left. A directory or symbolic link at `path` is refused
+    (CheckpointError) rather than replaced."""
     path = Path(path)
+    _check_file(path)
 
     def write(tmp: Path) -> None:
         # a file object, not a path: torch's own writer reports a full disk as "unexpected pos", while a

@@ -112,12 +112,13 @@ DATASETS: Registry[type[Dataset]] = Registry("dataset", Dataset)
 
 
 def listing_digest(folder: Path) -> str:
-    """sha256 of (relative path, size, mtime) of every file under folder, in sorted order."""
-    h = hashlib.sha256(f"{folder.resolve()}\n".encode())
+    """sha256 of (relative path, size, mtime) of every file under folder, in sorted order. Names are hashed as
+    their bytes (os.fsencode): a file name that is not UTF-8 is only read here, never stored or printed."""
+    h = hashlib.sha256(os.fsencode(folder.resolve()) + b"\n")
     for p in sorted(folder.rglob("*")):
         if p.is_file():
             st = p.stat()
-            h.update(f"{p.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(os.fsencode(p.relative_to(folder)) + f"|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 

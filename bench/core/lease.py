@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .paths import check_regular
 from .tempfiles import HOST, process_gone, temp_path
 
 TIMEOUT_ENV = "AEGAN_BENCH_LEASE_TIMEOUT_S"
@@ -187,8 +188,10 @@ def history_path(path: Path) -> Path:
 
 
 def acquire(path: str | Path, timeout: float | None = None) -> Lease | Held:
-    """Claim the lease at `path`: a Lease when we hold it now, Held when a live process does."""
+    """Claim the lease at `path`: a Lease when we hold it now, Held when a live process does. A directory or
+    symbolic link at `path` is no lease anyone holds, and is not removed: OddFileError, one line naming it."""
     path = Path(path)
+    check_regular(path, "a lease file")
     timeout = lease_timeout() if timeout is None else timeout
     took_over = None
     for _ in range(10):  # each pass either claims, finds a live holder, or removes one abandoned lease

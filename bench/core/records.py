@@ -69,7 +69,8 @@ class RunRecord:
         d = asdict(self)
         d["tags"], d["run_dir"] = list(self.tags), str(self.run_dir)
         # baseline files keep their format: values under "metrics", as {"metric", "value", "provenance"}
-        del d["values"]
+        # (asdict has turned the StoredValues into dicts: read them from self)
+        d.pop("values")
         d["metrics"] = {k: {"metric": v.metric, "value": v.value, "provenance": v.provenance}
                         for k, v in self.values.items()}
         return d

@@ -22,6 +22,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.pool import NullPool
 
+from .paths import display, is_utf8
+
 METADATA = sa.MetaData()
 # DOUBLE: REAL affinity in SQLite, double precision in PostgreSQL (whose REAL is 4 bytes)
 RUNS = sa.Table(
@@ -51,6 +53,10 @@ METRICS = sa.Table(
 )
 
 STATUSES = ("running", "done", "diverged", "failed")
+#: how far a run has got, for "newer wins" when collecting (bench.core.collect): a run ends done, diverged or failed
+PROGRESS = {"running": 0, "failed": 1, "diverged": 1, "done": 2}
+#: seeds are numpy's (0 <= seed < 2**32): checked on the command line and in result files
+SEED_LIMIT = 2**32
 #: the columns of each table, in schema order: a run's record (bench.core.result_file) holds exactly these
 RUN_COLUMNS = tuple(c.name for c in RUNS.columns)
 METRIC_COLUMNS = tuple(c.name for c in METRICS.columns)
@@ -109,7 +115,10 @@ class Store:
                                  "'aegan-bench[postgres]'") from None
         else:
             self.path = Path(path)
-            self.name = str(self.path)
+            self.name = display(self.path)
+            if self.path.is_dir():  # sqlite would say "unable to open"; say what is there instead
+                raise StoreError(f"{self.name} is a directory, not a results store; move it away or pass another "
+                                 "--out / --store")
             if readonly and not self.path.is_file():
                 raise StoreError(f"no results store at {self.path}")
             self.engine = sa.create_engine("sqlite://", creator=self._open, poolclass=NullPool)
@@ -213,11 +222,21 @@ class Store:
         """INSERT with the dialect's ON CONFLICT clause (the same SQL in SQLite and PostgreSQL)."""
         return (sqlite_dialect if self.path is not None else postgresql).insert(table)
 
+    @staticmethod
+    def _check_text(row: dict[str, Any]) -> None:
+        """Text the store cannot hold (a path with bytes that are not UTF-8) is refused naming it, before any
+        write: the driver would fail with an encoding error in the middle of the command."""
+        for column, value in row.items():
+            if isinstance(value, str) and not is_utf8(value):
+                raise StoreError(f"cannot store {column} {display(value)}: it is not valid UTF-8 (a file name in "
+                                 "another encoding?); rename it or use a path whose name is UTF-8")
+
     # --- runs ---------------------------------------------------------------------------------------
     def upsert_run(self, run_id: str, **fields: Any) -> None:
         now = time.time()
         fields = {k: json.dumps(v, sort_keys=True) if k.endswith("_json") and not isinstance(v, str) else v
                   for k, v in fields.items()}
+        self._check_text({"run_id": run_id, **fields})
         with self.transaction() as con:
             exists = con.execute(sa.select(RUNS.c.run_id).where(RUNS.c.run_id == run_id)).first()
             if exists:
@@ -307,20 +326,36 @@ class Store:
         return {"run": {c: run._mapping[c] for c in RUN_COLUMNS},
                 "metrics": [{c: r._mapping[c] for c in METRIC_COLUMNS} for r in rows]}
 
+    @staticmethod
+    def progress(run: dict[str, Any]) -> tuple[int, int, float]:
+        """How far a run row has got: its steps, then its status (running < failed, diverged < done), then when
+        it was last updated. A record behind the stored row is older and never replaces it."""
+        return run["steps"], PROGRESS.get(run["status"], -1), run["updated"]
+
     def import_record(self, record: dict[str, Any]) -> str:
-        """Upsert a run record (as run_record gives it) with its own timestamps, in one transaction.
-        Returns "new", "updated" or "unchanged"; rows already equal are not written, so importing twice
+        """Upsert a validated run record (as run_record gives it; bench.core.result_file checks one) with its own
+        timestamps, in one transaction. Newer wins: a record whose run row is behind the stored one (`progress`)
+        changes nothing ("older"), and a metric row older than the stored value of its key is not written.
+        Returns "new", "updated", "unchanged" or "older"; rows already equal are not written, so importing twice
         changes nothing."""
         run, metrics = record["run"], record["metrics"]
         run_id = run["run_id"]
+        if any(m["run_id"] != run_id for m in metrics):  # one run's record never writes another run's rows
+            raise ValueError(f"the metric rows of a record of {run_id} name other runs")
+        self._check_text(run)
+        for m in metrics:
+            self._check_text(m)
         with self.transaction() as con:
             old = con.execute(sa.select(RUNS).where(RUNS.c.run_id == run_id)).first()
+            if old is not None and self.progress(run) < self.progress(old._mapping):
+                return "older"
             old_metrics = {r.key: dict(r._mapping) for r in con.execute(sa.select(METRICS).where(METRICS.c.run_id == run_id))}
             changed = False
             if old is None or dict(old._mapping) != run:
                 con.execute(self._upsert(RUNS, ("run_id",)), [run])
                 changed = True
-            new_rows = [m for m in metrics if old_metrics.get(m["key"]) != m]
+            new_rows = [m for m in metrics if (o := old_metrics.get(m["key"])) is None
+                        or (o != m and m["created"] >= o["created"])]
             if new_rows:
                 con.execute(self._upsert(METRICS, ("run_id", "key")), new_rows)
                 changed = True

@@ -30,6 +30,7 @@ from ..core.distributed import (
 from ..core.errors import UsageError
 from ..core.layout import OutDir, RunDir
 from ..core.lease import Held, Lease, LeaseLost, acquire
+from ..core.paths import OddFileError, check_regular, display
 from ..core.provenance import code_version, package_versions
 from ..core.result_file import write_result
 from ..core.store import STORE_ERRORS, Store
@@ -53,9 +54,13 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
     run_id = cfg.run_id()
     files = OutDir(out).run(run_id)
     run_dir = files.path
-    files.samples.mkdir(parents=True, exist_ok=True)
     try:
+        if run_dir.exists() and not run_dir.is_dir():
+            raise OddFileError(f"{display(run_dir)} is a file, not a run directory; move it away and rerun")
+        files.samples.mkdir(parents=True, exist_ok=True)
         claim = acquire(files.lease)
+    except OddFileError as e:  # a directory or link where the lease belongs: this run fails, in one line; the
+        return RunResult(run_id, run_dir, "failed", str(e))  # store is left alone (the run was not claimed)
     except OSError as e:
         if (err := as_no_space(e, files.lease)) is None:
             raise
@@ -68,18 +73,22 @@ def run_one(cfg: RunConfig, out: Path, store: Store, data: ImageData, device: to
         # temporaries of earlier holders (killed, or out of disk space); ours have not begun
         remove_orphans(run_dir, files.samples)
         try:
+            # before training, not at its first checkpoint or its result file
+            check_regular(files.checkpoint, "a checkpoint file")
+            check_regular(files.result, "a result file")
             return _run_claimed(cfg, run_dir, store, data, device, lease, metrics, overwrite, progress, followers)
         except LeaseLost as e:  # another process has the run now: leave it the store and the files
             return RunResult(run_id, run_dir, "skipped", str(e))
-        except (CheckpointError, OSError) as e:
-            err = e if isinstance(e, CheckpointError) else as_no_space(e, run_dir)
+        except (CheckpointError, OddFileError, OSError) as e:
+            err = e if isinstance(e, CheckpointError | OddFileError) else as_no_space(e, run_dir)
             if err is None:
                 raise
             return _failed(store, run_id, run_dir, err)
 
 def _failed(store: Store, run_id: str, run_dir: Path, err: Exception) -> RunResult:
     """A run that failed without a traceback (damaged checkpoint, full disk): the store says so."""
-    with contextlib.suppress(*STORE_ERRORS, OSError):  # the store may sit on the same full disk
+    # the store may sit on the same full disk; the result file's place may hold a directory
+    with contextlib.suppress(*STORE_ERRORS, OSError, OddFileError):
         if store.get_run(run_id) is not None:
             store.set_status(run_id, "failed", str(err))
             write_result(store, run_id, run_dir)

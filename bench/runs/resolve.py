@@ -37,17 +37,16 @@ from methods import METHODS
 from ..core.config import ConfigError, RunConfig, apply_overrides, parse_overrides
 from ..core.data import DATASETS
 from ..core.device import resolve_device, resolve_precision
+from ..core.paths import display
 from ..core.protocols import PROTOCOLS
 from ..core.registry import UnknownNameError
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: the same parser as a package
-    import tomli as tomllib  # type: ignore[no-redef]
+from ..core.toml_file import read_toml
 
 #: characters a variant name may hold: it becomes part of run ids and run directory names
 NAME_RE = re.compile(r"^[A-Za-z0-9_.+\-\[\]=,]+$")
 PLAIN_NAME_RE = re.compile(r"^[A-Za-z0-9_.+\-]+$")
+#: a key of a variant's set table: "section.key"
+SET_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -106,58 +105,62 @@ def _merge(*layers: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
 def load_variants(path: str | Path) -> dict[str, Variant]:
     """Read a TOML file of named variants; bases may be methods or earlier/later variants of the file."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"variants file {p} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"variants file {p} is not valid TOML: {e}") from None
+    raw = read_toml(p, "variants file")
     pending: dict[str, dict[str, Any]] = {}
     for name, table in raw.items():
-        where = f"{p}: [{name}]"
+        if not PLAIN_NAME_RE.fullmatch(name):  # first: the name is part of every message below
+            raise ConfigError(f"{display(p)}: [{name!r}]: a variant name may hold letters, digits and _ . + - only")
+        where = f"{display(p)}: [{name}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table with base = \"METHOD\" and a [{name}.set] table")
-        if not PLAIN_NAME_RE.match(name):
-            raise ConfigError(f"{where}: a variant name may hold letters, digits and _ . + - only")
         if name in METHODS:
             raise ConfigError(f"{where}: {name!r} is a registered method; give the variant another name")
         unknown = sorted(set(table) - {"base", "set", "description"})
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: base, set, description")
+            shown = ", ".join(k if PLAIN_NAME_RE.fullmatch(k) else repr(k) for k in unknown)
+            raise ConfigError(f"{where}: unknown key(s) {shown}; valid: base, set, description")
         if not isinstance(table.get("base"), str):
             raise ConfigError(f"{where} needs base = \"METHOD\" (one of {', '.join(METHODS)})")
+        if not isinstance(table.get("description", ""), str):
+            raise ConfigError(f"{where}: description must be a string")
         sets = table.get("set", {})
         if not isinstance(sets, dict):
             raise ConfigError(f"{where}: set must be a table of \"section.key\" = value")
+        odd = next((k for k in sets if not SET_KEY_RE.fullmatch(k) and "." in k), None)
+        if odd is not None:  # the override parser would name it as it is, control characters included
+            raise ConfigError(f"{where}: set key {odd!r} must look like section.key (letters, digits and _)")
         try:
             overrides = parse_overrides([f"{k}={_as_text(v)}" for k, v in sets.items()])
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         pending[name] = {"base": table["base"], "overrides": overrides, "description": table.get("description", "")}
 
-    # resolve chains (a variant of a variant) to a registered method, refusing cycles
+    # resolve chains (a variant of a variant) to a registered method, refusing cycles; iteratively, so that a
+    # chain of any length (a generated file) needs no recursion
     resolved: dict[str, Variant] = {}
-
-    def resolve(name: str, seen: tuple[str, ...]) -> Variant:
-        if name in resolved:
-            return resolved[name]
-        if name in seen:
-            raise ConfigError(f"{p}: variants form a cycle: {' -> '.join([*seen, name])}")
-        entry = pending[name]
-        base = entry["base"]
-        if base in pending:
-            parent = resolve(base, (*seen, name))
-            v = Variant(name, parent.base, _merge(parent.overrides, entry["overrides"]), entry["description"])
-        elif base in METHODS:
-            v = Variant(name, base, entry["overrides"], entry["description"])
-        else:
-            raise UnknownNameError("base method of variant " + repr(name), base, [*METHODS, *pending])
-        resolved[name] = v
-        return v
-
-    for name in pending:
-        resolve(name, ())
-    return resolved
+    for start in pending:
+        chain = [start]  # start, its base, its base's base, ... up to a method or a variant resolved before
+        while chain[-1] not in resolved:
+            base = pending[chain[-1]]["base"]
+            if base in chain:
+                shown = chain if len(chain) <= 6 else [*chain[:3], "...", *chain[-2:]]
+                raise ConfigError(f"{display(p)}: variants form a cycle: {' -> '.join([*shown, base])}")
+            if base not in pending:
+                if base not in METHODS:
+                    raise UnknownNameError("base method of variant " + repr(chain[-1]), base, [*METHODS, *pending])
+                break
+            chain.append(base)
+        for name in reversed(chain):
+            if name in resolved:
+                continue
+            entry = pending[name]
+            parent = resolved.get(entry["base"])
+            if parent is None:  # the base is a registered method
+                resolved[name] = Variant(name, entry["base"], entry["overrides"], entry["description"])
+            else:
+                resolved[name] = Variant(name, parent.base, _merge(parent.overrides, entry["overrides"]),
+                                         entry["description"])
+    return {name: resolved[name] for name in pending}
 
 
 def parse_method_spec(spec: str, variants: dict[str, Variant] | None = None) -> Variant:

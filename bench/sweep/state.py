@@ -12,11 +12,14 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import submitit
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ..core.errors import UsageError
+from ..core.paths import display
+from ..core.schema import Name, first_problem
 from ..core.store import Store
 from ..core.tempfiles import HOST, pid_alive, replace_text
 
@@ -111,15 +114,45 @@ def counts_line(runs: list[SweepRun]) -> str:
 
 
 # --- status afterwards -----------------------------------------------------------------------------------
+class _RunEntry(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    run_id: Name
+    method: str
+    base: str | None = None
+    status: Literal[STATUSES]  # type: ignore[valid-type]
+    job_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:\-]{1,100}$")] | None = None
+    message: str = ""
+
+
+class _StateFile(BaseModel):
+    """The declared shape of state.json (write_state): a file of another shape is named, not half-read."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    version: Literal[1]
+    executor: str
+    folder: str
+    host: str
+    pid: Annotated[int, Field(ge=0, lt=2**31)]
+    started: Annotated[float, Field(allow_inf_nan=False)]
+    finished: Annotated[float, Field(allow_inf_nan=False)] | None
+    runs: list[_RunEntry]
+
+
 def read_state(out: str | Path) -> dict[str, Any]:
+    """The last sweep's state file, validated against its declared shape (UsageError, one line, otherwise)."""
     path = sweep_dir(out) / STATE
     try:
-        return json.loads(path.read_text())
+        if path.is_dir():
+            raise UsageError(f"{display(path)} is a directory, not a sweep state file")
+        return _StateFile.model_validate_json(path.read_bytes()).model_dump()
     except FileNotFoundError:
-        raise UsageError(f"no sweep at {path}; start one with `python -m bench sweep --methods ... --out {out}`") \
-            from None
-    except ValueError as e:
-        raise UsageError(f"{path} is not a sweep state file: {e}") from None
+        raise UsageError(f"no sweep at {display(path)}; start one with `python -m bench sweep --methods ... --out "
+                         f"{display(out)}`") from None
+    except OSError as e:
+        raise UsageError(f"cannot read the sweep state file {display(path)} ({e.strerror or e})") from None
+    except ValidationError as e:
+        raise UsageError(f"{display(path)} is not a sweep state file ({first_problem(e)}); remove it or run the "
+                         "sweep again") from None
 
 
 def _job(cluster: str, folder: str, job_id: str) -> submitit.Job:
