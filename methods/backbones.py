@@ -117,10 +117,12 @@ class LatentDiscriminator(nn.Module):
 class JointDiscriminator(nn.Module):
     """BiGAN/ALI's discriminator on pairs (x, z): the image discriminator's trunk for x, an MLP for z,
     the two feature vectors concatenated, then an MLP to one logit. No BatchNorm on the latent path
-    (as in LatentDiscriminator); optional dropout everywhere (ALI uses it)."""
+    (as in LatentDiscriminator); optional dropout in every hidden layer and on the inputs (ALI uses both).
+    The input dropout is functional, so that the module list (and the checkpoints' keys) stay as they were."""
 
-    def __init__(self, spec: ModelSpec, hidden: int = 512, dropout: float = 0.0):
+    def __init__(self, spec: ModelSpec, hidden: int = 512, dropout: float = 0.0, input_dropout: float = 0.0):
         super().__init__()
+        self.input_dropout = input_dropout
         self.trunk = DiscriminatorTrunk(spec, dropout)
 
         def drop() -> list[nn.Module]:
@@ -136,4 +138,7 @@ class JointDiscriminator(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        if self.input_dropout:
+            x = nn.functional.dropout(x, self.input_dropout, self.training)
+            z = nn.functional.dropout(z, self.input_dropout, self.training)
         return self.joint(torch.cat([self.trunk(x), self.z_net(z)], dim=1)).squeeze(1)

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.core.config import section_from_dict
+from bench.core.config import RunConfig, apply_overrides, section_from_dict
 from bench.core.priors import Prior, get_prior
+from bench.core.protocols import PROTOCOLS
 from bench.core.registry import Registry
 
 #: capabilities a method can provide and a metric can require
@@ -57,6 +58,30 @@ class NoParams:
     """A method without hyper-parameters of its own."""
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One of the settings a method's own paper or official code uses: a config key ("optim.lr_g", or
+    "method.dropout" for the method's own parameters), its value, and where the value comes from (a paper's
+    section or table, or a file of the official code)."""
+
+    key: str
+    value: Any
+    source: str
+
+    @property
+    def section(self) -> str:
+        return self.key.partition(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.partition(".")[2]
+
+
+#: metadata of a method parameter added after runs were stored: left out of the run's config (and so its id) while
+#: it has its default, so that those runs keep their ids
+ADDED_LATER = {"added_later": True}
+
+
 class Method(nn.Module):
     """Base class of all methods. Subclasses set the class attributes and, for each declared phase P, a method
     `P_loss(x, ctx)` returning that phase's losses."""
@@ -68,11 +93,15 @@ class Method(nn.Module):
     Params: ClassVar[type] = NoParams
     #: a method that reuses another method's trained checkpoint instead of training (e.g. "faae+sc")
     base_method: ClassVar[str | None] = None
-    #: config values the method's own paper prescribes, over the protocol's and under --set
-    #: (section -> key -> value, e.g. {"optim": {"beta1": 0.5}})
+    #: config values the method brings to every protocol, over the protocol's and under --set (section -> key ->
+    #: value, e.g. BiGAN's optimiser {"optim": {"beta1": 0.5}}, which bigan and ali keep under quick too)
     config_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
-    #: protocol name -> this method's own parameters (method.*) under it, e.g. a latent search's step count
+    #: protocol name -> this method's own parameters (method.*) under it, e.g. a latent search's step count. The
+    #: `authors` table's method.* values join it for every protocol that applies the authors' settings (paper)
     protocol_params: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: the settings the method's own paper or official code uses, each with its source (docs/methods.md has the
+    #: table); a protocol with `authors_settings` (paper) applies them over its own, and --set over them
+    authors: ClassVar[tuple[Setting, ...]] = ()
 
     def __init__(self, spec: ModelSpec, params: Any = None):
         super().__init__()
@@ -106,6 +135,36 @@ class Method(nn.Module):
         missing = [f"{p.name}_loss" for p in cls.phases if not callable(getattr(cls, f"{p.name}_loss", None))]
         if missing:
             raise TypeError(f"{cls.__name__} declares phases without their loss methods: {', '.join(missing)}")
+        # the authors' own parameters (method.*) reach the run through protocol_params, which the resolution and
+        # the refinements' base-run lookup (methods.trained.default_params) both read
+        own = {s.name: s.value for s in cls.__dict__.get("authors", ()) if s.section == "method"}
+        if own:
+            cls.protocol_params = {**cls.protocol_params, **{
+                name: {**cls.protocol_params.get(name, {}), **own}
+                for name, proto in PROTOCOLS.items() if proto.authors_settings}}
+
+    # --- settings -------------------------------------------------------------------------------
+    @classmethod
+    def settings_for(cls, protocol: str) -> dict[str, dict[str, Any]]:
+        """The config values the method brings to a protocol (section -> key -> value), applied over the
+        protocol's and under --set: its `config_defaults` under every protocol, and under one that applies the
+        authors' settings (paper) also the `authors` table's (method.* values travel in protocol_params)."""
+        out = {section: dict(values) for section, values in cls.config_defaults.items()}
+        if PROTOCOLS.get(protocol).authors_settings:
+            for s in cls.authors:
+                if s.section != "method":
+                    out.setdefault(s.section, {})[s.name] = s.value
+        return out
+
+    @classmethod
+    def default_config(cls, dataset: str, protocol: str, seed: int = 0) -> RunConfig:
+        """The run's config with no override: defaults <- protocol preset <- the method's settings and
+        parameters (as bench.runs.resolve resolves it before --set; train.precision left unresolved)."""
+        cfg = RunConfig(method=cls.name, dataset=dataset, protocol=protocol, seed=seed)
+        cfg = apply_overrides(cfg, PROTOCOLS.get(protocol)().sections(dataset))
+        cfg = apply_overrides(cfg, cls.settings_for(protocol))
+        params = cls.params_dict(cls.resolve_params(cls.protocol_params.get(protocol, {})))
+        return dataclasses.replace(cfg, params=params)
 
     def phase_loss(self, phase: str, x: torch.Tensor, ctx: StepContext) -> dict[str, torch.Tensor]:
         """Losses of one phase on a real batch x in [0, 1], from the method's `<phase>_loss(x, ctx)`; they must
@@ -136,7 +195,9 @@ class Method(nn.Module):
 
     @classmethod
     def params_dict(cls, params: Any) -> dict[str, Any]:
-        return dataclasses.asdict(params)
+        """The parameters as the run's config holds them; one added later (ADDED_LATER) only when it is set."""
+        later = {f.name: f.default for f in dataclasses.fields(params) if f.metadata.get("added_later")}
+        return {k: v for k, v in dataclasses.asdict(params).items() if k not in later or v != later[k]}
 
 
 METHODS: Registry[type[Method]] = Registry("method", Method)

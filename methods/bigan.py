@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from .backbones import Encoder, Generator, JointDiscriminator
-from .base import METHODS, Method, ModelSpec, Phase, StepContext, bce_fake, bce_real
+from .base import METHODS, Method, ModelSpec, Phase, Setting, StepContext, bce_fake, bce_real
+
+_CODE = "jeffdonahue/bigan (the official code)"
 
 
 @METHODS.register()
@@ -33,18 +35,34 @@ class BiGAN(Method):
     # 0.008) and G(E(x)) was worse than a random image's reconstruction (MSE 0.171 vs 0.148); with these
     # settings, 0.118 vs 0.131. ALI inherits them.
     config_defaults = {"optim": {"lr_g": 2e-4, "lr_d": 2e-4, "beta1": 0.5}}
+    # under `paper`, everything of BiGAN's own that the shared backbones can take. Not applied: the L2 weight decay
+    # 2.5e-5 (train_gan.py --decay), batch 128, the 200-d latent (the suite's backbones share one latent size) and
+    # the exponential decay of the rate to 0.01x over the last --decay_epochs (the suite's one schedule is Keras'
+    # inverse-time decay; the rate is kept at its initial value, as in BiGAN's first --epochs)
+    authors = (
+        Setting("optim.lr_g", 2e-4, f"{_CODE}, train_gan.py: --learning_rate default 0.0002"),
+        Setting("optim.lr_d", 2e-4, f"{_CODE}, train_gan.py: one --learning_rate (and --optimizer) for every net"),
+        Setting("optim.beta1", 0.5, f"{_CODE}, train_gan.py: --momentum default 0.5, passed as Adam's b1"),
+        Setting("optim.beta2", 0.999, f"{_CODE}, lib/updates.py: Adam(b2=0.999)"),
+        Setting("optim.decay", 0.0, f"{_CODE}, train_gan.py: the rate is constant for --epochs (200 in "
+                                    "train_imagenet.sh) before its decay, which is not applied here"),
+        Setting("model.prior", "uniform", f"{_CODE}, train_imagenet.sh: NOISE=u-200; dist.py: UniformDistribution "
+                                          "on (-1, +1)"),
+    )
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
         self.G, self.E = Generator(spec), self.build_encoder(spec)
-        self.D = JointDiscriminator(spec, dropout=self.discriminator_dropout())
+        hidden, inputs = self.discriminator_dropout()
+        self.D = JointDiscriminator(spec, dropout=hidden, input_dropout=inputs)
 
     # --- what ALI changes ---------------------------------------------------------------------------
     def build_encoder(self, spec: ModelSpec) -> torch.nn.Module:
         return Encoder(spec)
 
-    def discriminator_dropout(self) -> float:
-        return 0.0
+    def discriminator_dropout(self) -> tuple[float, float]:
+        """Dropout in the joint discriminator: (on the inputs of its hidden layers, on its inputs x and z)."""
+        return 0.0, 0.0
 
     def posterior_sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """The code paired with a real x during training (before projection)."""

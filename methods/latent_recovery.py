@@ -27,8 +27,8 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ from bench.core.priors import Prior
 # the refined bases must be registered before this module builds their "+sc" classes
 from . import aae, ali, bigan, faae  # noqa: F401
 from .backbones import Discriminator, Generator
-from .base import METHODS, ImageGANPhases, Method, ModelSpec, Phase
+from .base import ADDED_LATER, METHODS, ImageGANPhases, Method, ModelSpec, Phase, Setting
 
 ClipRule = Callable[[torch.Tensor, float, "torch.Generator | None"], torch.Tensor]
 
@@ -103,7 +103,7 @@ def _rule_name(clip: bool | str) -> str:
 def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr: float, restarts: int = 1,
                     clip: bool | str = True, init: torch.Tensor | None = None,
                     generator: torch.Generator | None = None, *, dim: int | None = None,
-                    optimizer: str = "adam", damping: float = 1e-2) -> torch.Tensor:
+                    optimizer: str = "adam", damping: float = 1e-2, halve_every: int = 0) -> torch.Tensor:
     """argmin_z ||G(z) - x||^2 per image, by `steps` optimiser steps on a batch of images at once.
 
     Each image gets `restarts` independent searches (run as one batch); the z with the lowest error seen
@@ -112,11 +112,12 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
     "stochastic": stochastic clipping to the box [-prior.box, prior.box]; "hard": clamping; False or
     "none": nothing) and then, unless the rule is "none", z is projected onto the prior's support. For
     the sphere prior that projection is what keeps z a valid code (projected gradient descent on the
-    sphere); stochastic clipping is then a safeguard that rarely fires, since unit-norm codes lie inside
-    [-1, 1]^n. For the uniform prior (the paper's setting) clipping is the whole constraint.
+    sphere); stochastic clipping then never fires, since unit-norm codes lie inside [-1, 1]^n. For the
+    uniform prior (the paper's setting, latent-recovery's own under `paper`) clipping is the whole constraint.
 
-    `optimizer` is "adam" or "sgd" at step size `lr`, or "lm": Levenberg-Marquardt with initial damping
-    `damping` (`lr` unused; see `levenberg_marquardt`), where the clip rule applies to each trial point.
+    `optimizer` is "adam" or "sgd" at step size `lr` (halved every `halve_every` steps when that is not 0, as
+    Lipton & Tripathi's code does), or "lm": Levenberg-Marquardt with initial damping `damping` (`lr` unused;
+    see `levenberg_marquardt`), where the clip rule applies to each trial point.
 
     G is kept in eval mode and its parameters get no gradients (both restored afterwards). Works when the
     caller is under torch.no_grad() (evaluation is); not under torch.inference_mode. Respects an
@@ -145,16 +146,18 @@ def recover_latents(G: nn.Module, x: torch.Tensor, prior: Prior, steps: int, lr:
     if optimizer == "lm":
         best_z, best_err = levenberg_marquardt(G, z0, target, steps, constrain, damping)
     else:
-        best_z, best_err = first_order_search(G, z0, target, steps, constrain, FIRST_ORDER[optimizer], lr)
+        best_z, best_err = first_order_search(G, z0, target, steps, constrain, FIRST_ORDER[optimizer], lr,
+                                              halve_every)
     pick = best_err.view(restarts, n).argmin(0)
     return best_z.view(restarts, n, d)[pick, torch.arange(n, device=x.device)].float()
 
 
 def first_order_search(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, steps: int,
                        constrain: Callable[[torch.Tensor], torch.Tensor], optimizer: type[torch.optim.Optimizer],
-                       lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+                       lr: float, halve_every: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`steps` steps of `optimizer` on z, one independent problem per row of z0, the constraint applied
-    after each. Returns per row the code with the lowest error seen at any step and that error."""
+    after each; the step size is halved before steps halve_every, 2 * halve_every, ... (0: never). Returns per
+    row the code with the lowest error seen at any step and that error."""
     with torch.enable_grad(), frozen(G):
         z = z0.clone().requires_grad_(True)
         opt = optimizer([z], lr=lr)
@@ -170,6 +173,9 @@ def first_order_search(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, ste
                 best_z[better] = z.detach()[better]
             if step == steps:  # the last evaluation scores the final iterate only
                 break
+            if halve_every and step and step % halve_every == 0:
+                for group in opt.param_groups:
+                    group["lr"] /= 2
             opt.zero_grad(set_to_none=True)
             err.sum().backward()  # per-image errors summed: each z's gradient is independent of the batch
             opt.step()
@@ -251,11 +257,13 @@ class RecoveryParams:
     damping: float = 1e-2
     #: seed of the search's own generator: encode(x) of the same batch is repeatable
     seed: int = 0
+    #: halve the step size every this many steps (0: never); adam and sgd
+    lr_halve_every: int = field(default=0, metadata=ADDED_LATER)
 
     def __post_init__(self):
-        if self.steps < 0 or self.restarts < 1 or self.lr <= 0 or self.damping <= 0:
-            raise ConfigError("method.steps must be >= 0, method.restarts >= 1, method.lr > 0 and "
-                              "method.damping > 0")
+        if self.steps < 0 or self.restarts < 1 or self.lr <= 0 or self.damping <= 0 or self.lr_halve_every < 0:
+            raise ConfigError("method.steps must be >= 0, method.restarts >= 1, method.lr > 0, "
+                              "method.damping > 0 and method.lr_halve_every >= 0")
         if self.clip not in CLIP_RULES:
             raise ConfigError(f"method.clip must be one of {', '.join(CLIP_RULES)}, got {self.clip!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -271,13 +279,40 @@ class RefineParams(RecoveryParams):
 # Search sizes per protocol. smoke: seconds. quick: measured 220-370 image-steps/s for the quick model
 # (w=64, n=256, 32x32, bf16, batch 250) on the 2 shared cores (noisy: other jobs ran), so 30 steps make
 # one encode pass over 2000 held-out CIFAR images take 3-4.5 min (the default metrics encode twice: test
-# images and re-encoded samples). paper: the paper-like search, 1000 Adam steps and 2 restarts: ~15 h
-# per pass over CIFAR's 10,000 test images on this CPU; meant for a GPU.
+# images and re-encoded samples). paper: latent-recovery's own search (LIPTON_TRIPATHI below: 80,000 steps of
+# plain gradient descent), ~80x the 1,000 Adam steps that took ~15 h per pass over CIFAR's 10,000 test images on
+# this CPU: for a GPU.
 RECOVERY_PROTOCOLS: dict[str, dict] = {
     "smoke": {"steps": 5, "restarts": 2},
     "quick": {"steps": 30, "restarts": 1},
     "paper": {"steps": 1000, "restarts": 2},
 }
+_CODE = "SubarnaTripathi/ReverseGAN (the official code)"
+_SEARCH = f"{_CODE}, model.py DCGAN.reverse_GAN_batch_all_prec"
+#: Lipton & Tripathi's own settings (ICLR 2017 workshop): their GAN is DCGAN-tensorflow's, trained with DCGAN's
+#: optimiser on a uniform prior, inverted by plain gradient descent with stochastic clipping. Not applied: the 100-d
+#: latent and DCGAN's nets (the shared backbones), G stepped twice per D step (carpedm20's DCGAN-tensorflow), batch
+#: 64, and the search's early stop once every code is recovered (it needs the true codes). Their images are in
+#: [-1, 1] (tanh) and ours in [0, 1]: the same step size moves z a quarter as far on our per-pixel squared error.
+LIPTON_TRIPATHI: tuple[Setting, ...] = (
+    Setting("optim.lr_g", 2e-4, f"{_CODE}, train-dcgan.py: learning_rate 0.0002 (DCGAN's, Radford et al. 2016)"),
+    Setting("optim.lr_d", 2e-4, f"{_CODE}, model.py DCGAN.train: one AdamOptimizer(config.learning_rate, "
+                                "beta1=config.beta1) each for D and G"),
+    Setting("optim.beta1", 0.5, f"{_CODE}, train-dcgan.py: beta1 0.5"),
+    Setting("optim.beta2", 0.999, f"{_CODE}: TensorFlow's AdamOptimizer default"),
+    Setting("optim.decay", 0.0, f"{_CODE}, model.py DCGAN.train: a constant rate"),
+    Setting("model.prior", "uniform", f"{_CODE}, model.py: z = np.random.uniform(-1, 1, [batch_size, z_dim])"),
+    Setting("method.optimizer", "sgd", f"{_SEARCH}: sample_zh = sample_zh - learning_rate * my_grads"),
+    # the suite's method.lr is in units of the prior's coordinate std (1/sqrt(3) for the uniform prior): sqrt(3)
+    # is their absolute step of 1
+    Setting("method.lr", 3 ** 0.5, f"{_CODE}, reverse_GAN_batch_accuracy.py: LEARNING_RATE=1. (absolute)"),
+    Setting("method.lr_halve_every", 50_000, f"{_SEARCH}: 'if n_iter % 50000 == 0 and n_iter > 0: "
+                                             "learning_rate /= 2.'"),
+    Setting("method.steps", 80_000, f"{_CODE}, reverse_GAN_batch_accuracy.py: num_iters = 80000"),
+    Setting("method.restarts", 1, f"{_SEARCH}: one start per image, s_zh = np.random.uniform(-1, 1, ...)"),
+    Setting("method.clip", "stochastic", f"{_SEARCH}: configuration 'stochastic_clipping', every coordinate "
+                                         "outside [-1, 1] redrawn from U(-1, 1)"),
+)
 REFINE_PROTOCOLS: dict[str, dict] = {
     "smoke": {"steps": 5},
     "quick": {"steps": 30},
@@ -297,7 +332,8 @@ class _Search:
         std = self.prior.coord_std(self.spec.latent_dim)
         gen = torch.Generator().manual_seed(p.seed)
         return recover_latents(G, x, self.prior, p.steps, p.lr * std, p.restarts, p.clip, init, gen,
-                               dim=self.spec.latent_dim, optimizer=p.optimizer, damping=p.damping)
+                               dim=self.spec.latent_dim, optimizer=p.optimizer, damping=p.damping,
+                               halve_every=p.lr_halve_every)
 
 
 @METHODS.register()
@@ -311,6 +347,7 @@ class LatentRecoveryGAN(ImageGANPhases, _Search, Method):
     phases = (Phase("disc", ("D",), "d"), Phase("gen", ("G",), "g"))
     Params = RecoveryParams
     protocol_params: ClassVar[dict[str, dict]] = RECOVERY_PROTOCOLS
+    authors = LIPTON_TRIPATHI
 
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
@@ -334,6 +371,11 @@ class RefinedEncoder(_Search, Method):
     def __init__(self, spec: ModelSpec, params=None):
         super().__init__(spec, params)
         self.base = METHODS.get(self.base_method)(spec)
+
+    @classmethod
+    def settings_for(cls, protocol: str) -> dict[str, dict[str, Any]]:
+        """The base method's: the refinement's sections are then its base run's (see methods.trained.run_checkpoint)."""
+        return METHODS.get(cls.base_method).settings_for(protocol)
 
     def load_base_state(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.base.load_state_dict(state_dict)

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core.config import DataConfig, section_from_dict
+from bench.core.config import ConfigError, DataConfig, section_from_dict
 from bench.core.console import fit
 from bench.core.data import DATASETS, DatasetError, check_run_data, load_dataset
 from bench.core.paths import path_under, safe_name
 from bench.core.protocols import PROTOCOLS
+from bench.core.registry import UnknownNameError
 from bench.core.tempfiles import remove_orphans, replace_text
+from methods import METHODS
 
 from . import grids as G
 from . import plots as P
@@ -251,22 +253,56 @@ def _counted(values: list[str]) -> str:
     return ", ".join(f"{v} ({n} runs)" if len(c) > 1 else v for v, n in sorted(c.items()))
 
 
+#: config entries that say nothing about what was trained, or that the origin line below states
+_NOT_SETTINGS = ("method", "variant", "seed", "dataset", "protocol", "origin", "train.precision")
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A config's settings as "section.key" -> value, the method's parameters as "method.key"."""
+    flat = _flatten({k: v for k, v in config.items() if k not in _NOT_SETTINGS})
+    return {("method." + k[len("params."):] if k.startswith("params.") else k): v for k, v in flat.items()
+            if k not in _NOT_SETTINGS and not k.startswith("eval.")}
+
+
+def settings_origin(run: Run) -> str:
+    """Where a run's settings come from: its method's own under the protocol (the authors', where the protocol
+    applies them, else the protocol's shared ones), a `bench tune` study (origin.study, for the keys origin.keys),
+    or overrides (--set, a variant), each named with the value it replaced."""
+    try:
+        cls = METHODS.get(run.method)
+        default = _settings(cls.default_config(run.dataset, run.protocol).to_dict())
+        authors = PROTOCOLS.get(run.protocol).authors_settings and bool(cls.authors)
+    except (UnknownNameError, ConfigError):
+        return "unknown (method or protocol not registered here)"
+    origin = run.config.get("origin") or {}
+    tuned = {k for k in str(origin.get("keys", "")).split(",") if k}
+    own = _settings(run.config)
+    changed = {k: v for k, v in own.items() if default.get(k, v) != v and k not in tuned}
+    parts = [f"settings tuned by study {origin['study']} (it chose {', '.join(sorted(tuned))})"
+             if origin.get("study") else
+             "the authors' settings (docs/methods.md)" if authors else f"the {run.protocol} protocol's settings"]
+    if changed:
+        parts.append("overridden: " + ", ".join(f"{k}={v} (not {default[k]})" for k, v in sorted(changed.items())))
+    return "; ".join(parts)
+
+
 def protocol_blocks(table: Table) -> list[Any]:
     runs = table.runs
     desc = PROTOCOLS.get(table.protocol).description if table.protocol in PROTOCOLS else "(not registered here)"
-    flat = [_flatten({k: v for k, v in r.config.items() if k not in ("method", "variant", "seed", "params")})
+    flat = [_flatten({k: v for k, v in r.config.items() if k not in ("method", "variant", "seed", "params", "origin")})
             for r in runs]
     shared = {k: v for k, v in flat[0].items() if all(f.get(k) == v for f in flat)}
     text = ", ".join(f"{k}={v}" for k, v in sorted(shared.items()) if k not in ("dataset", "protocol"))
     lines = [f"Shared by all runs: {text}."]
     differing = sorted({k for f in flat for k in f} - set(shared))
     for row in table.rows:
-        config = _flatten(row.runs[0].config)
+        config = _flatten({k: v for k, v in row.runs[0].config.items() if k != "origin"})
         own = {k: v for k, v in config.items() if k.startswith("params.") or k in differing}
-        if own:
-            lines.append(f"{row.label}: " + ", ".join(f"{k}={v}" for k, v in sorted(own.items())))
+        values = ("; " + ", ".join(f"{k}={v}" for k, v in sorted(own.items()))) if own else ""
+        lines.append(f"{row.label}: {settings_origin(row.runs[0])}{values}")
     # the full settings on demand, like the provenance: the tables and figures come first
-    return [Para(f"Protocol {table.protocol}: {desc}."), Notes("Settings (shared by all runs, then each row's own)", lines)]
+    return [Para(f"Protocol {table.protocol}: {desc}."),
+            Notes("Settings (shared by all runs, then each row's origin and own values)", lines)]
 
 
 def environment_blocks(runs: list[Run]) -> list[Any]:

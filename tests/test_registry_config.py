@@ -45,6 +45,7 @@ def test_protocol_presets():
     paper = resolve_config("aae", "cifar10", "paper")
     assert (paper.train.epochs, paper.loss.rec_weight, paper.loss.adv_weight) == (50, 100.0, 0.1)
     assert (paper.optim.lr_g, paper.optim.lr_d, paper.optim.decay) == (3e-4, 1e-3, 1e-4)
+    assert paper.optim.state == "network"  # the paper's weights act only with one Adam per network
     inet = resolve_config("faae", "imagenet64", "paper")
     assert inet.train.epochs == 600
     assert [inet.loss.rec_weight_at(e) for e in (0, 199, 200, 599)] == [30.0, 30.0, 100.0, 100.0]
@@ -74,7 +75,8 @@ def test_method_config_defaults_sit_between_protocol_and_set():
 
     # quick's own beta1 and D rate equal BiGAN's, so the protocol that tells them apart is paper's
     assert resolve_config("bigan", "cifar10", "paper").optim.beta1 == 0.5
-    assert resolve_config("ali", "cifar10", "paper").optim.lr_d == 2e-4  # inherited from BiGAN
+    assert resolve_config("ali", "cifar10", "quick").optim.lr_d == 2e-4  # BiGAN's, inherited, under every protocol
+    assert resolve_config("ali", "cifar10", "paper").optim.lr_d == 1e-4  # paper: ALI's own (docs/methods.md)
     assert resolve_config("bigan", "cifar10", "quick").optim.lr_g == 2e-4
     assert resolve_config("faae", "cifar10", "paper").optim.lr_d == 1e-3  # the paper's protocol
     quick = resolve_config("faae", "cifar10", "quick").optim

@@ -212,3 +212,76 @@ def test_inference_mode_and_unknown_optimizers_are_refused_clearly():
         recover_latents(tiny_generator(0), torch.rand(2, 192), prior, 1, 0.1, dim=16)
     with pytest.raises(ValueError, match="adam, sgd, lm"):
         recover_latents(tiny_generator(0), torch.rand(2, 192), prior, 1, 0.1, dim=16, optimizer="lbfgs")
+
+
+def test_the_step_size_is_halved_on_schedule():
+    """lr_halve_every: plain descent on ||z - x||^2 / d contracts the error by (1 - 2 lr_t / d) a step, with lr_t
+    halved before steps k, 2k, ... (Lipton & Tripathi's code halves it every 50,000 steps)."""
+    d, lr, k, steps = 4, 0.5, 2, 5
+    G = nn.Identity()
+    x, init = torch.zeros(1, d), torch.full((1, d), 0.5)
+    z = recover_latents(G, x, get_prior("gaussian"), steps, lr, 1, "none", init=init, optimizer="sgd",
+                        halve_every=k)
+    factor = 1.0
+    for t in range(steps):
+        factor *= 1 - 2 * lr * 0.5 ** (t // k) / d
+    assert torch.allclose(z, init * factor, atol=1e-6)
+    plain = recover_latents(G, x, get_prior("gaussian"), steps, lr, 1, "none", init=init, optimizer="sgd")
+    assert not torch.allclose(plain, z)
+
+
+def _count_clipped(monkeypatch) -> list[int]:
+    """Patch the stochastic rule to count the coordinates it redraws."""
+    import methods.latent_recovery as lr
+
+    counted: list[int] = []
+    rule = lr.CLIP_RULES["stochastic"]
+
+    def counting(z, box, generator=None):
+        counted.append(int((z.abs() > box).sum()))
+        return rule(z, box, generator)
+
+    monkeypatch.setitem(lr.CLIP_RULES, "stochastic", counting)
+    return counted
+
+
+def _trained_latent_recovery(protocol: str):
+    """latent-recovery resolved under a protocol at smoke size, trained a few steps on mnist5k."""
+    from bench.core.config import parse_overrides
+    from bench.core.data import load_dataset
+    from bench.runs.resolve import resolve_config
+    from bench.runs.state import make_state
+    from bench.runs.step import to_batch, train_step
+    from methods.trained import build_method
+
+    shrink = ["model.width=8", "model.latent_dim=32", "train.batch_size=16", "train.precision=fp32",
+              "data.max_train=64"]
+    cfg = resolve_config("latent-recovery", "mnist5k", protocol, 0, {
+        **parse_overrides(shrink), "method": {"steps": "20"}})
+    data = load_dataset(cfg.dataset, None, cfg.data)
+    torch.manual_seed(0)
+    state = make_state(cfg, build_method(cfg, data))
+    for i in range(4):
+        train_step(state, to_batch(data.train[i * 16:(i + 1) * 16], torch.device("cpu"), False), cfg,
+                   torch.device("cpu"))
+    return cfg, state.method.eval(), data
+
+
+@pytest.mark.slow
+def test_stochastic_clipping_fires_under_latent_recoverys_own_prior(tmp_cache, monkeypatch):
+    """Under `paper` latent-recovery takes its authors' uniform prior and plain descent: codes reach the box's
+    edges and stochastic clipping redraws coordinates. Under the sphere prior of the short protocols every
+    coordinate is about 1/sqrt(n) and it never fires."""
+    counted = _count_clipped(monkeypatch)
+    cfg, method, data = _trained_latent_recovery("paper")
+    assert (cfg.model.prior, cfg.params["optimizer"], cfg.params["clip"]) == ("uniform", "sgd", "stochastic")
+    x = data.test[:32].float().div(255)
+    with torch.no_grad():
+        z = method.encode(x)
+    assert len(counted) == 20 and sum(counted) > 0, counted
+    assert z.abs().max() <= 1
+    counted.clear()
+    _, method, _ = _trained_latent_recovery("smoke")
+    with torch.no_grad():
+        method.encode(x)
+    assert counted and sum(counted) == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..cli import command
 from ..core.errors import UsageError
+from ..core.layout import OutDir
 
 
 def _args(p: argparse.ArgumentParser) -> None:
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if not result_files(out):
         raise UsageError(f"no result files under {display(out)}/runs (runs/<id>/result.json): pass the --out "
                          "directory that `bench run` or `bench eval` wrote")
-    target = args.store or out / "results.db"
+    target = args.store or OutDir(out).store
     if isinstance(target, str) and "://" in target and not is_server(target):
         raise UsageError(f"--store {target!r}: give an SQLite file path or a URL starting with "
                          f"{' or '.join(SERVER_SCHEMES)}")

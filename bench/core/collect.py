@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .layout import OutDir
 from .paths import display, is_utf8
 from .result_file import RESULT, ResultFileError, read_result
 from .store import Store
@@ -39,7 +40,7 @@ class Collected:
 
 def result_files(out: Path) -> list[Path]:
     """The result files of the run directories under out/runs, in run-id order."""
-    return sorted((out / "runs").glob(f"*/{RESULT}"))
+    return sorted(OutDir(out).runs.glob(f"*/{RESULT}"))
 
 
 def collect_one(path: Path, store: Store) -> str:

@@ -139,6 +139,17 @@ class EvalConfig:
         _check(self.batch_size > 0, "eval.batch_size must be positive")
 
 
+@dataclass(frozen=True)
+class OriginConfig:
+    """Where a run's settings come from, for the report's settings block: set by the variants `bench tune` writes
+    (bench.tune), empty otherwise. It changes nothing that is trained."""
+
+    #: the study that chose the settings, with its budget, objective and validation split ("" = none)
+    study: str = ""
+    #: comma-separated config keys the study chose ("optim.lr_g,optim.beta1")
+    keys: str = ""
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -146,9 +157,10 @@ SECTIONS: dict[str, type] = {
     "loss": LossConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "origin": OriginConfig,
 }
 #: sections that do not change what is trained, so they stay out of the run's identity hash
-UNHASHED_SECTIONS = ("eval",)
+UNHASHED_SECTIONS = ("eval", "origin")
 
 
 def config_hash(config: dict[str, Any], without: tuple[str, ...] = UNHASHED_SECTIONS) -> str:
@@ -172,6 +184,7 @@ class RunConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    origin: OriginConfig = field(default_factory=OriginConfig)
     #: method-specific hyper-parameters, validated against the method's own Params dataclass
     params: dict = field(default_factory=dict)
 

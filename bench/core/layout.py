@@ -6,6 +6,7 @@ where a run directory keeps each of its files. Everything else asks these object
                                   lease.history.jsonl, result.json, diverged.txt, samples/, eval/
     <out>/report/                 bench report
     <out>/sweep/                  bench sweep's state and job logs
+    <out>/tune/<study>/           bench tune: the trial runs of one study (an output directory of their own)
 """
 
 from __future__ import annotations
@@ -104,3 +105,7 @@ class OutDir:
     @property
     def sweep(self) -> Path:
         return self.path / "sweep"
+
+    def tune(self, study: str) -> Path:
+        """The output directory of one `bench tune` study's trial runs (an output directory of its own)."""
+        return self.path / "tune" / study

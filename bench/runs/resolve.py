@@ -239,7 +239,7 @@ def resolve_config(method: str, dataset: str, protocol: str, seed: int = 0,
     proto = PROTOCOLS.get(protocol)()
     cfg = RunConfig(method=method, dataset=dataset, protocol=protocol, seed=seed, variant=variant)
     cfg = apply_overrides(cfg, proto.sections(dataset))
-    cfg = apply_overrides(cfg, cls.config_defaults)
+    cfg = apply_overrides(cfg, cls.settings_for(protocol))
     params = {**cls.protocol_params.get(protocol, {}), **(overrides or {}).get("method", {})}
     cfg = apply_overrides(cfg, {k: v for k, v in (overrides or {}).items() if k != "method"})
     if cfg.optim.state == "network" and cfg.optim.lr_adv_scale != 1 and any(p.lr == "adv" for p in cls.phases):

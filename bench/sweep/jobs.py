@@ -28,7 +28,7 @@ from metrics import select_metrics
 from ..core.config import RunConfig
 from ..core.device import resolve_device
 from ..core.errors import UsageError
-from ..core.layout import LEASE
+from ..core.layout import LEASE, OutDir
 from ..core.lease import lease_timeout, read_lease, stale_reason
 from ..core.store import Store
 from ..runs.execute import check_bases, execute
@@ -182,7 +182,7 @@ class Sweep:
     def _held(self, run: SweepRun) -> bool:
         """Whether another live process (e.g. a job of an interrupted earlier sweep) holds the run: then it
         waits instead of being given a job that would skip it; once released it may be done already."""
-        who = holder(self.out / "runs" / run.run_id)
+        who = holder(OutDir(self.out).run(run.run_id).path)
         if who is not None:
             if not run.message:
                 self.log(f"{run.run_id}: waiting, another process holds it: {who}")
@@ -190,7 +190,7 @@ class Sweep:
             return True
         if run.message:  # it was held: finished by its holder?
             run.message = ""
-            db = self.out / "results.db"
+            db = OutDir(self.out).store
             store = Store(db, readonly=True) if db.is_file() else None
             if not self.call_args[-1] and already_done(store, self.cfgs[run.run_id], self.call_args[3]):
                 run.status, run.message = "done", "finished by another process"
@@ -200,6 +200,8 @@ class Sweep:
     def _submit_ready(self) -> None:
         """Locally: start queued runs while fewer than --workers jobs run, each refinement after its base."""
         active = sum(1 for rid in self.jobs if self.runs[rid].status == "running")
+        # runs that live processes of an earlier, interrupted sweep still train use the workers' cores too
+        active += sum(1 for r in self.runs.values() if r.status == "queued" and r.job_id is None and self._held(r))
         ready = []
         for run in self.runs.values():
             if run.status != "queued" or run.job_id is not None or active + len(ready) >= self.opts.workers:
@@ -242,7 +244,8 @@ class Sweep:
                 run.status = "queued" if job.state.upper().split()[0] in SLURM_WAITING else "running"
 
     def run(self) -> list[SweepRun]:
-        store = Store(self.out / "results.db", readonly=True) if (self.out / "results.db").is_file() else None
+        db = OutDir(self.out).store
+        store = Store(db, readonly=True) if db.is_file() else None
         overwrite = self.call_args[-1]
         for rid, cfg in self.cfgs.items():
             if not overwrite and already_done(store, cfg, self.call_args[3]):

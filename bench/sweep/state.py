@@ -18,6 +18,7 @@ import submitit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from ..core.errors import UsageError
+from ..core.layout import OutDir
 from ..core.paths import display
 from ..core.schema import Name, first_problem
 from ..core.store import Store
@@ -165,7 +166,7 @@ def sweep_status(out: str | Path) -> tuple[dict[str, Any], list[SweepRun]]:
     submitit reports of each job and by the runs' status in the results store."""
     state = read_state(out)
     runs = [SweepRun(**r) for r in state["runs"]]
-    db = Path(out) / "results.db"
+    db = OutDir(Path(out)).store
     store = Store(db, readonly=True) if db.is_file() else None
     sweeping = state.get("finished") is None and state["host"] == HOST and pid_alive(int(state["pid"]))
     for run in runs:
