@@ -120,7 +120,12 @@ def test_of_processes_claiming_at_once_exactly_one_wins(tmp_path, stale):
     outs = [p.communicate(timeout=60)[0].strip() for p in procs]
     assert sorted(outs) == ["held"] * 7 + ["won"]
     claims = [json.loads(line) for line in history_path(path).read_text().splitlines()]
-    assert len(claims) == 1 and (claims[0]["took_over"] is not None) == stale
+    assert len(claims) == 1 and claims[0]["event"] == "claim"
+    # a free lease is never recorded as a takeover. Of an abandoned one, the winner records the takeover when it
+    # judged the old lease itself; a claimant that started after a rival had already moved it away finds the path
+    # free and cannot tell (takeovers by one claimant: test_a_dead_holder_on_this_host_is_taken_over and the next)
+    if not stale:
+        assert claims[0]["took_over"] is None
 
 
 def test_temporary_names_are_unique_and_orphans_of_dead_writers_go(tmp_path):

@@ -25,7 +25,7 @@ def _moved(a: dict, b: dict, start: dict) -> float:
     return gap / moved
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # two short paper runs (~15-25 s): in CI's second step, keeping the default suite under 10 min
 def test_under_paper_the_reencoding_weight_changes_training(tmp_path, tmp_cache):
     from bench.core.config import parse_overrides
     from bench.core.data import load_dataset

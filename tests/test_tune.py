@@ -110,7 +110,7 @@ def _spent(study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # ~1-2 min of smoke trials: with the soak in CI's second step
 def test_tune_stores_its_studies_writes_variants_that_run_and_continues(tmp_path, tmp_cache, capsys):
     from bench.core.layout import OutDir
     from bench.core.records import read_runs
@@ -224,7 +224,7 @@ def test_a_killed_tune_continues_and_reruns_the_killed_trial(tmp_path, tmp_cache
     assert (out / "tuned-mnist5k-smoke.toml").exists()
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # two worker processes sharing a study: with the soak in CI's second step
 def test_two_worker_processes_share_one_study(tmp_path, tmp_cache):
     """Two commands started together on one --out share the study (one of them with a local worker process of its
     own, --workers 2): the budget is spent once, not once per worker."""
