@@ -218,7 +218,7 @@ def test_a_refinement_finds_its_base_run_by_the_base_runs_own_id(base, tmp_path)
     check_bases([own, refined], tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # eight smoke runs in one command: in CI's second step
 def test_every_refinement_runs_after_its_base_and_every_printed_line_fits(tmp_path, tmp_cache, capsys):
     """The four trained methods and their four refinements in one smoke command: every refinement's metrics are
     stored, and no line the command prints is wider than 100 columns."""
