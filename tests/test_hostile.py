@@ -456,7 +456,7 @@ def test_results_db_as_a_directory_is_one_line(tmp_path):
 
 # --- Hypothesis: hostile inputs, generated -------------------------------------------------------------------------------
 #: a bounded number of examples in the default suite; `soak` (CI's second step) runs SOAK times as many
-FAST, SOAK = 40, 25
+FAST, SOAK = 25, 40
 HOSTILE_NAMES = ["../../../../ESCAPE", "a/b", "", ".", "..", ".hidden", "x" * 300, "inf", "nan", "[[[", "{not json",
                  "faae\n", "a\x00b", "caf\udce9", "\ud800", "null", "running", "done", "12345"]
 scalars = st.one_of(

@@ -244,7 +244,7 @@ def test_refinement_without_base_run_is_a_user_error(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # refused before anything was trained or written
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # base and refinement trained in one command: in CI's second step
 def test_base_and_refinement_in_one_command(tmp_path, tmp_cache):
     import sqlite3
 
