@@ -97,7 +97,7 @@ class ALI(BiGAN):
 
     def posterior_sample(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         mu, log_sigma = self.E(x)
-        # eps on the generator's device (the CPU for the run's latent generator), then moved: same draws on any device
+        # eps on the generator's device (training's latent stream lives on the training device: no host copy)
         dev = generator.device if generator is not None else mu.device
         eps = torch.randn(mu.shape, generator=generator, device=dev).to(mu.device, mu.dtype)
         return mu + log_sigma.exp() * eps

@@ -172,8 +172,12 @@ class Method(nn.Module):
         return getattr(self, f"{phase}_loss")(x, ctx)
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n prior codes on the model's device, drawn on the generator's (training's latent stream lives on the
+        training device, so a step draws its codes there without a host round trip; metrics draw theirs on
+        the CPU, so that the codes of an evaluation do not depend on the device)."""
         dev = next(self.parameters()).device
-        z = self.prior.sample(n, self.spec.latent_dim, generator=generator, device="cpu" if generator is not None else dev)
+        z = self.prior.sample(n, self.spec.latent_dim, generator=generator,
+                              device=generator.device if generator is not None else dev)
         return z.to(dev)
 
     # --- what metrics use -----------------------------------------------------------------------

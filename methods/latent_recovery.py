@@ -170,7 +170,7 @@ def first_order_search(G: nn.Module, z0: torch.Tensor, target: torch.Tensor, ste
             with torch.no_grad():
                 better = err < best_err
                 best_err = torch.where(better, err.detach(), best_err)
-                best_z[better] = z.detach()[better]
+                best_z = torch.where(better[:, None], z.detach(), best_z)  # a mask index would sync
             if step == steps:  # the last evaluation scores the final iterate only
                 break
             if halve_every and step and step % halve_every == 0:
@@ -330,7 +330,8 @@ class _Search:
     def search(self, G: nn.Module, x: torch.Tensor, init: torch.Tensor | None = None) -> torch.Tensor:
         p = self.params
         std = self.prior.coord_std(self.spec.latent_dim)
-        gen = torch.Generator().manual_seed(p.seed)
+        # on x's device: the clipping noise of every step is drawn there, never copied from the host
+        gen = torch.Generator(device=x.device).manual_seed(p.seed)
         return recover_latents(G, x, self.prior, p.steps, p.lr * std, p.restarts, p.clip, init, gen,
                                dim=self.spec.latent_dim, optimizer=p.optimizer, damping=p.damping,
                                halve_every=p.lr_halve_every)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 from PIL import Image
 
-from bench.core.device import autocast
+from bench.core.device import autocast, device_provenance
 from bench.core.provenance import CLOSEST_TO_1 as CLOSEST_TO_1  # re-exported: metrics' directions
 from bench.core.provenance import HIGHER as HIGHER
 from bench.core.provenance import LOWER as LOWER
@@ -105,7 +105,7 @@ class EvalContext:
     def base_provenance(self) -> dict[str, Any]:
         """Where every value of this evaluation comes from; the split digests name the exact images (the first
         n_images of the test split whose digest is given, and the training split the run learned from)."""
-        return {"device": self.device.type, "dtype": self.precision, "seed": self.seed,
+        return {"device": self.device.type, **device_provenance(self.device), "dtype": self.precision, "seed": self.seed,
                 "dataset": self.data.name, "split": "test", "resolution": self.data.resolution,
                 "test_split_sha256": self.data.test_sha256[:16], "train_split_sha256": self.data.train_sha256[:16],
                 **self.trained}

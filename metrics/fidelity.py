@@ -41,6 +41,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
 
 from bench.core.data import cache_dir, tensor_digest
+from bench.core.device import exact_fp32
 from bench.core.registry import Registry
 from bench.core.tempfiles import atomic_write
 
@@ -213,8 +214,12 @@ def inception_features(images: torch.Tensor, *, mode: str = DEFAULT_FEATURES, we
     weights = weights or inception_weights()
     device = torch.device(device)
     fe = _extractor(mode, str(weights.path), str(device))
-    feats = get_featuresdict_from_dataset(UInt8Images(images), fe, batch_size or spec.batch_size,
-                                          device.type == "cuda", True, False)
+    # the exact modes in IEEE fp32: PyTorch's default TF32 convolutions on Ampere+ GPUs would not equal the CPU's
+    with exact_fp32() if spec.exact else contextlib.nullcontext():
+        # a GPU takes 4x the CPU's batch (the batch does not change the features: eval-mode BatchNorm)
+        feats = get_featuresdict_from_dataset(UInt8Images(images), fe,
+                                              batch_size or spec.batch_size * (4 if device.type == "cuda" else 1),
+                                              device.type == "cuda", True, False)
     return feats[FEATURE_LAYER].float().cpu()
 
 
@@ -298,6 +303,7 @@ def provenance(weights: Weights, mode: str, device: torch.device | str, n1: int,
     spec = FEATURES.get(mode)
     return {"torch_fidelity": torch_fidelity_version(), **weights.provenance(), "feature_extractor": spec.extractor,
             "feature_mode": spec.label, "dtype": spec.name, "device": torch.device(device).type,
+            **({"tf32": False} if spec.exact else {}),
             "n_images_1": n1, "n_images_2": n2, "resize": RESIZE, "image_format": IMAGE_FORMAT,
             "comparable_with": ("torch-fidelity's fp32 inception-v3-compat (fidelity --fid --kid) on the same images"
                                 if spec.exact else APPROXIMATE_COMPARABLE)}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from bench.core.device import exact_fp32
+
 from .base import LOWER, METRICS, EvalContext, Metric, MetricValue, metric_options
 from .weights import Weights, lpips_weights
 
@@ -87,10 +89,11 @@ def lpips_distance(a: torch.Tensor, b: torch.Tensor, net: str = DEFAULT_NET, bat
         raise ValueError(f"images of {a.shape[-2]}x{a.shape[-1]} are too small for LPIPS (needs >= {MIN_SIZE})")
     model, _ = lpips_model(net, device, cache_dir)
     out = []
-    for i in range(0, len(a), batch_size):
-        x = to_lpips_range(a[i : i + batch_size]).to(device)
-        y = to_lpips_range(b[i : i + batch_size]).to(device)
-        out.append(model(x, y).flatten().float().cpu())
+    with exact_fp32():  # the published distances are fp32: no TF32 convolutions on Ampere+ GPUs
+        for i in range(0, len(a), batch_size):
+            x = to_lpips_range(a[i : i + batch_size]).to(device)
+            y = to_lpips_range(b[i : i + batch_size]).to(device)
+            out.append(model(x, y).flatten().float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
 
@@ -114,6 +117,6 @@ class LPIPS(Metric):
         rec = ctx.reconstructions().clamp(0, 1)
         d = lpips_distance(rec, x, net=net, batch_size=ctx.batch_size, device=ctx.device)
         _, w = lpips_model(net, ctx.device)
-        prov = {**ctx.base_provenance(), "lpips": lpips_version(), "net": net, **w.provenance(),
+        prov = {**ctx.base_provenance(), "lpips": lpips_version(), "net": net, "tf32": False, **w.provenance(),
                 "n_images": len(x), "input_range": "[-1,1]", "lpips_dtype": "fp32", "version": "0.1"}
         return [MetricValue("lpips", float(d.mean()), prov)]

@@ -6,15 +6,23 @@ import os
 import subprocess
 from pathlib import Path
 
-import pytest
-import torch
+# Tests compare CPU-trained weights with torch.equal and choose --device auto: on a GPU host they see no GPU, so
+# that `auto` is the CPU everywhere. The `cuda` tests run where AEGAN_BENCH_TEST_CUDA=1 (benchmarks/gpu_check.py).
+# Set before torch initialises CUDA; subprocesses inherit it.
+if os.environ.get("AEGAN_BENCH_TEST_CUDA") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True, scope="session")
 def _threads():
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    from bench.core.distributed import available_cores
+
+    torch.set_num_threads(available_cores())
 
 
 @pytest.fixture

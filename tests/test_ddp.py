@@ -203,7 +203,7 @@ def test_two_ranks_share_each_batch_draw_their_own_latents_and_keep_equal_weight
 def test_torchrun_trains_one_run_that_one_process_resumes_and_evaluates(tmp_path, shared_cache):
     out = tmp_path / "ddp"
     done = torchrun("-m", "bench", "run", "--methods", "faae", "--protocol", "smoke", "--out", str(out),
-                    "--no-progress", "--no-report")
+                    "--device", "cpu", "--no-progress", "--no-report")  # gloo, on a machine with a GPU too
     assert done.returncode == 0, done.stderr[-3000:]
     cfg = smoke()
     store = Store(out / "results.db")
@@ -221,7 +221,7 @@ def test_torchrun_trains_one_run_that_one_process_resumes_and_evaluates(tmp_path
     # one process evaluates the two-process checkpoint: the same weights give the same value
     from bench.cli import main
 
-    assert main(["eval", "--out", str(out), "--metrics", "mse", "--overwrite"]) == 0
+    assert main(["eval", "--out", str(out), "--metrics", "mse", "--overwrite", "--device", "cpu"]) == 0
     again = {m["key"]: m for m in Store(out / "results.db").metric_rows()}
     assert again["recon_mse"]["value"] == values["recon_mse"]["value"]
     assert again["recon_mse"]["provenance"]["train_world_size"] == 2
@@ -268,3 +268,89 @@ def test_values_of_two_processes_are_compared_with_one_processs_with_a_warning()
     _check_provenance("faae", "mnist5k", "recon_mse", [StoredValue("mse", "recon_mse", 0.1, one)],
                       [StoredValue("mse", "recon_mse", 0.1, two)], out, gated=True)
     assert [w for w in out.warnings if "train_world_size" in w] and [w for w in out.warnings if "train_batch_per_rank" in w]
+
+
+# --- rank 0 releases the other ranks before it evaluates -------------------------------------------------
+def test_rank_0_releases_the_other_ranks_before_any_evaluation(tmp_path, shared_cache, monkeypatch):
+    """A finished run and a refinement are evaluated by rank 0 alone: the other ranks, waiting to learn whether
+    rank 0 trains, are released first (NCCL's watchdog would kill a rank waiting through an evaluation), also when
+    the evaluation fails. The other rank is a record here (Followers' one message); tests below run it for real."""
+    import bench.runs.execute as runner
+    from bench.runs.followers import Followers
+
+    out = tmp_path / "out"
+    [base] = execute([smoke()], out, None, CPU, metrics=["mse"], progress=False)
+    assert base.status == "done"
+    events: list[str] = []
+
+    class Recorded(Followers):
+        def _tell(self, plan):
+            self.told = True
+            events.append("release" if plan is None else "start")
+
+    def evaluating(*args, **kwargs):
+        events.append("evaluate")
+
+    monkeypatch.setattr(runner, "Followers", Recorded)
+    monkeypatch.setattr(runner, "evaluate", evaluating)
+    two = World(0, 2, 0)
+    for cfg in (smoke(), resolve_config("faae+sc", "mnist5k", "smoke", 0)):  # a finished run, a refinement
+        events.clear()
+        [r] = execute([cfg], out, None, CPU, metrics=["mse"], progress=False, world=two)
+        assert r.status == "done" and events == ["release", "evaluate"], (cfg.method, events)
+
+    def failing(*args, **kwargs):
+        events.append("evaluate")
+        raise RuntimeError("the evaluation failed")
+
+    monkeypatch.setattr(runner, "evaluate", failing)
+    events.clear()
+    with pytest.raises(RuntimeError, match="the evaluation failed"):
+        execute([smoke()], out, None, CPU, metrics=["mse"], progress=False, world=two)
+    assert events == ["release", "evaluate"]  # told once, before
+
+
+#: loaded by both ranks of the torchrun below: rank 1 notes when its process ends, rank 0's evaluation notes
+#: whether rank 1 had ended before it began (it waits up to a minute for that)
+EXIT_MARKER = '''
+import atexit, os, time
+from pathlib import Path
+
+import bench.runs.execute as runner
+
+marks = Path(os.environ["AEGAN_TEST_MARKS"])
+if os.environ.get("RANK", "0") != "0":
+    atexit.register(lambda: (marks / "follower-exited").write_text(str(time.time())))
+else:
+    evaluate = runner.evaluate
+
+    def waiting_evaluate(*args, **kwargs):
+        deadline = time.monotonic() + 60
+        while not (marks / "follower-exited").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (marks / "evaluation").write_text("after the follower exited" if (marks / "follower-exited").exists()
+                                          else "while the follower waited")
+        return evaluate(*args, **kwargs)
+
+    runner.evaluate = waiting_evaluate
+'''
+
+
+@pytest.mark.slow
+def test_torchrun_follower_exits_before_rank_0_evaluates_a_refinement(tmp_path, shared_cache, monkeypatch):
+    from bench.cli import main
+
+    out, marks = tmp_path / "out", tmp_path / "marks"
+    marks.mkdir()
+    plugin = tmp_path / "exit_marker.py"
+    plugin.write_text(EXIT_MARKER)
+    grid = ["--protocol", "smoke", "--out", str(out), "--device", "cpu", "--metrics", "mse", "--no-progress",
+            "--no-report"]
+    assert main(["run", "--methods", "faae", *grid]) == 0  # the base, by one process
+    monkeypatch.setenv("AEGAN_TEST_MARKS", str(marks))
+    done = torchrun("-m", "bench", "run", "--methods", "faae+sc", *grid, "--plugin", str(plugin))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (marks / "evaluation").read_text() == "after the follower exited"
+    store = Store(out / "results.db")
+    row = store.get_run(resolve_config("faae+sc", "mnist5k", "smoke", 0).run_id())
+    assert row["status"] == "done"

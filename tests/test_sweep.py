@@ -14,16 +14,17 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
+from bench.core.distributed import available_cores
 from bench.core.layout import LEASE
 from bench.core.lease import acquire, read_lease
 from bench.core.store import Store
 from bench.runs.resolve import resolve_config
-from bench.sweep.jobs import RunJob, local_cores, make_executor
+from bench.sweep.jobs import RunJob, make_executor
 from bench.sweep.state import SweepOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = ["--methods", "faae,aae,faae+sc", "--dataset", "mnist5k", "--protocol", "smoke", "--metrics", "mse",
-        "--executor", "local", "--workers", "2"]
+        "--executor", "local", "--workers", "2", "--device", "cpu"]  # the CPU on a machine with GPUs too
 
 
 def _events(run_dir: Path, event: str) -> list[dict]:
@@ -76,7 +77,7 @@ def test_local_sweep_runs_each_job_once_then_status_and_rerun(tmp_path, shared_c
         assert row["status"] == "done", row
         assert store.metrics_done(x["run_id"]) == {"mse"}
         # the job's threads: cores shared out among the two workers
-        assert row["device"] == f"cpu:{max(1, local_cores() // 2)} threads"
+        assert row["device"] == f"cpu:{max(1, available_cores() // 2)} threads"
     for name, claims in (("faae", 1), ("aae", 2)):  # trained once (aae also claimed by this test's lease)
         run_dir = out / "runs" / runs[name]["run_id"]
         assert len(_events(run_dir, "claim")) == claims and len(_events(run_dir, "train")) == 1

@@ -125,6 +125,11 @@ def test_tune_stores_its_studies_writes_variants_that_run_and_continues(tmp_path
     assert sorted(s.split("-")[0] for s in studies) == ["aae", "faae"]
     for study in studies.values():
         assert _spent(study) == 4 and len(study.trials) == 4
+        # trial 0 is the protocol's own settings: the baseline the search is measured against
+        baseline = [t for t in study.trials if t.user_attrs.get("baseline")]
+        assert [t.number for t in baseline] == [0]
+        assert baseline[0].params == {"optim.lr_g": 3e-4, "optim.lr_d": 1e-3, "optim.beta1": 0.9,
+                                      "optim.lr_adv_scale": 1.0}
         prov = study.user_attrs["provenance"]
         assert prov["budget"]["trials"] == 4 and prov["budget"]["max_steps"] == 6 and prov["seeds"] == [0]
         assert prov["objective"] == [{"key": "recon_mse", "direction": "lower", "study": "minimize"}]

@@ -22,7 +22,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--time-min", type=int, default=720,
                    help="a job's time limit in minutes; a job at its limit is requeued and resumes (default 720)")
     g.add_argument("--partition", default=None, help="Slurm partition")
-    g.add_argument("--gpus-per-run", type=int, default=None, help="GPUs per job (Slurm; locally default: all)")
+    g.add_argument("--gpus-per-run", type=int, default=None,
+                   help="GPUs per job: Slurm allocates them; locally each job sees its own, disjoint GPUs of those "
+                        "this process sees (CUDA_VISIBLE_DEVICES) (default 1 locally, none with --device cpu)")
     g.add_argument("--cpus-per-run", type=int, default=None, help="CPUs per job on Slurm (and its threads)")
     g.add_argument("--array-parallelism", type=int, default=None,
                    help="Slurm: at most this many jobs of the sweep's job array at once")

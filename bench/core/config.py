@@ -23,7 +23,7 @@ def _check(cond: bool, msg: str) -> None:
 
 
 #: "auto" is resolved to the other two by the device when a run's config is resolved (bench.core.device)
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32", "tf32")
 
 
 @dataclass(frozen=True)
@@ -107,14 +107,18 @@ class TrainConfig:
     #: stop after this many steps (0 = run all epochs)
     max_steps: int = 0
     batch_size: int = 64
-    #: "bf16": autocast; "fp32": plain eager; "auto": bf16 where the device computes it natively (CUDA GPUs that
-    #: support it, CPUs with AVX512-BF16 or AMX), else fp32. A resolved config holds bf16 or fp32.
+    #: "bf16": autocast; "fp32": plain eager in IEEE fp32 (TF32 off on CUDA); "tf32": fp32 with TF32 matmuls and
+    #: convolutions on GPUs that have it (fp32 elsewhere); "auto": bf16 where the device computes it natively (CUDA
+    #: GPUs that support it, CPUs with AVX512-BF16 or AMX), else fp32. A resolved config holds bf16, fp32 or tf32.
     precision: str = "auto"
     channels_last: bool = True
     log_every: int = 50
     sample_every: int = 1000
     #: wall-clock seconds between checkpoints (one is always written at the end of an epoch)
     ckpt_every_s: float = 120.0
+    #: deterministic kernels (cuDNN, cuBLAS, PyTorch's deterministic ops) so that a resumed run equals an
+    #: uninterrupted one on CUDA too (bench.core.device.deterministic); the CPU is deterministic either way
+    deterministic: bool = True
 
     def __post_init__(self):
         _check(self.epochs > 0, "train.epochs must be positive")
@@ -167,6 +171,8 @@ def config_hash(config: dict[str, Any], without: tuple[str, ...] = UNHASHED_SECT
     """12 hex digits of sha256 over a resolved config (as to_dict gives it) less the `without` entries: with the
     default, the identity of a run's training (the evaluation settings are compared through provenance)."""
     d = {k: v for k, v in config.items() if k not in without}
+    if d.get("train", {}).get("deterministic") is True:  # added later: hashed only when off, so that runs stored
+        d["train"] = {k: v for k, v in d["train"].items() if k != "deterministic"}  # before it keep their ids
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -14,6 +14,7 @@ import torchvision.transforms.v2.functional as TF
 
 from .checkpoint import load_tensors
 from .config import DataConfig
+from .distributed import available_cores
 from .registry import Registry
 from .tempfiles import atomic_write, remove_orphans, replace_text
 
@@ -195,7 +196,7 @@ def decode_files(paths: list[Path], resolution: int, crop: int | None = None, ch
             img = TF.resize(img, [resolution, resolution], antialias=True)
         out[i] = img
 
-    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+    with ThreadPoolExecutor(max(2, available_cores())) as ex:
         list(ex.map(one, range(len(paths))))
     return out
 

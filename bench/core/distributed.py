@@ -45,6 +45,15 @@ class World:
 SINGLE = World()
 
 
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, cgroup cpusets, Slurm's binding), not every
+    core of the machine; os.cpu_count() where the platform has no affinity (macOS, Windows)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def world_from_env(environ: Mapping[str, str] | None = None) -> World:
     """The world torchrun describes in the environment; one process when it describes none."""
     env = os.environ if environ is None else environ

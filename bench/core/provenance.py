@@ -63,7 +63,7 @@ MEASUREMENT_KEYS = (
 #: Weights trained by several processes (train_world_size, train_batch_per_rank; absent for one) are flagged, not
 #: refused: the global batch, steps and learning rates are those of one process, only BatchNorm's batch statistics
 #: (per process on the CPU) and the random streams differ (bench.core.distributed.training_provenance)
-WARN_PROVENANCE = ("device", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips", "weights_source",
+WARN_PROVENANCE = ("device", "device_model", "tf32", "dtype", "*_dtype", "*_device", "*_version", "torch_fidelity", "lpips", "weights_source",
                    "train_world_size", "train_batch_per_rank")
 #: entries that differ between comparable runs by design, not even worth a note
 IGNORED_PROVENANCE = ("seed", "eval_seconds", "run_dir", "metric", "reason")

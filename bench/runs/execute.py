@@ -23,6 +23,7 @@ from ..core.device import device_name
 from ..core.distributed import (
     SINGLE,
     World,
+    available_cores,
     backend_for,
     describe,
     training_provenance,
@@ -125,6 +126,7 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
     method = placed(build_method(cfg, data), cfg, device)
     base = type(method).base_method
     if base is not None:
+        followers.release()  # a refinement does not train: the other ranks stop waiting now
         state = None
         path = run_checkpoint(cfg, out)
         ckpt = load_checkpoint(path) if path.exists() else {}
@@ -153,6 +155,9 @@ def _run_claimed(cfg: RunConfig, run_dir: Path, store: Store, data: ImageData, d
         write_result(store, run_id, run_dir)
         parallel = state.parallel
 
+    # the other ranks never wait through the evaluation (a rank in a collective that long would be killed by
+    # NCCL's watchdog): told at the start of training, or released here (a finished run)
+    followers.release()
     method.eval()
     extras = {}
     if state is not None and state.train_seconds > 0:
@@ -190,9 +195,10 @@ def check_bases(cfgs: list[RunConfig], out: Path) -> None:
         scheduled.add(cfg.run_id())
 
 def use_all_cores() -> None:
-    """Every core for intra-op work, unless OMP_NUM_THREADS says otherwise (e.g. two jobs sharing a CPU)."""
+    """Every core this process may use (its CPU affinity) for intra-op work, unless OMP_NUM_THREADS says otherwise
+    (e.g. two jobs sharing a CPU)."""
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(available_cores())
 
 def execute(cfgs: list[RunConfig], out: Path, data_root: str | None, device: torch.device,
             metrics: list[str] | None = None, overwrite: bool = False, progress: bool = True,

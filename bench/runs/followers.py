@@ -27,7 +27,9 @@ from .step import DivergedError
 class Followers:
     """Rank 0's side of the start of data-parallel training. The other ranks wait (in `follow`) to learn whether
     rank 0 trains the run and from which checkpoint; they are told exactly once: `start` when rank 0 is about to
-    train, else `release` (also after an error), so that none waits for a message that never comes."""
+    train, else `release` (also after an error), so that none waits for a message that never comes. Rank 0 releases
+    them before it evaluates (a refinement, a finished run): a rank waiting in a collective that long would be killed
+    by NCCL's watchdog."""
 
     def __init__(self, world: World):
         self.world = world

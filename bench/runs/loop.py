@@ -19,7 +19,7 @@ from methods import Method
 from ..core.checkpoint import save_checkpoint
 from ..core.config import RunConfig
 from ..core.data import ImageData
-from ..core.device import autocast
+from ..core.device import autocast, training_math
 from ..core.distributed import (
     SINGLE,
     World,
@@ -30,7 +30,7 @@ from ..core.layout import RunDir
 from ..core.tempfiles import replace_text
 from .parallel import data_parallel, on_main
 from .state import TrainState, epoch_order, rng_state
-from .step import LossMeter, to_batch, train_step
+from .step import BatchSource, LossMeter, train_step
 
 
 @torch.no_grad()
@@ -95,14 +95,16 @@ def train(cfg: RunConfig, state: TrainState, data: ImageData, device, run_dir: P
         log.flush()
 
     state.replicas = data_parallel(method, world, device)
+    source = BatchSource(data.train, device)
     try:
-        with open(log_path, "a") if world.is_main else contextlib.nullcontext() as log:
+        with (open(log_path, "a") if world.is_main else contextlib.nullcontext() as log,
+              training_math(device, cfg.train.precision, cfg.train.deterministic)):
             while state.step < total:
-                order = epoch_order(cfg, n, state.epoch)
+                order = source.order(epoch_order(cfg, n, state.epoch))
                 while state.pos < per_epoch and state.step < total:
                     idx = order[state.pos * bs : (state.pos + 1) * bs][mine]
                     t0 = time.perf_counter()
-                    x = to_batch(data.train[idx], device, cfg.train.channels_last)
+                    x = source.batch(idx, cfg.train.channels_last)
                     meter.add(train_step(state, x, cfg, device), state.step)
                     state.train_seconds += time.perf_counter() - t0
                     state.images_seen += bs

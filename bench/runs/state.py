@@ -63,7 +63,7 @@ class TrainState:
             o.load_state_dict(ckpt["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(ckpt["schedulers"][k])
-        self.latent_gen.set_state(ckpt["latent_gen"])
+        restore_latent_stream(self.latent_gen, ckpt["latent_gen"], ckpt["config"]["seed"], ckpt["step"])
         set_rng_state(ckpt["rng"])
         for k in ("step", "epoch", "pos", "finished", "train_seconds", "images_seen"):
             setattr(self, k, ckpt[k])
@@ -74,7 +74,7 @@ class TrainState:
         many processes, else fresh streams derived from (seed, rank, step), never another rank's."""
         entries = (ckpt or {}).get("ranks") or []
         if world.rank < len(entries):
-            self.latent_gen.set_state(entries[world.rank]["latent_gen"])
+            restore_latent_stream(self.latent_gen, entries[world.rank]["latent_gen"], seed, self.step, world.rank)
             set_rng_state(entries[world.rank]["rng"])
         else:
             stream = rank_seed(seed, world.rank, self.step)
@@ -91,8 +91,29 @@ def rng_state() -> dict[str, Any]:
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
         "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # this process's own GPU only: under torchrun each process has one, and a checkpoint written by N
+        # processes or with N visible GPUs resumes with any number (own_cuda_state)
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
     }
+
+
+def own_cuda_state(saved: list[torch.Tensor], device_index: int) -> torch.Tensor | None:
+    """The CUDA RNG state a process on GPU `device_index` resumes with: the one saved for that GPU where the
+    checkpoint holds one per visible GPU (written before a process saved only its own), else the first (its
+    own process's), None when none was saved (trained without CUDA)."""
+    if not saved:
+        return None
+    return saved[device_index] if device_index < len(saved) else saved[0]
+
+
+def restore_latent_stream(gen: torch.Generator, saved: torch.Tensor, seed: int, step: int, rank: int = 0) -> None:
+    """The latent generator from a checkpoint. Its state is device-specific (a CPU generator's is 5 KB, a CUDA
+    one's 16 bytes): a run resumed on another kind of device continues with a fresh stream derived from
+    (seed, rank, step), as a new rank would; the same device continues the exact stream."""
+    try:
+        gen.set_state(saved)
+    except (RuntimeError, ValueError):
+        gen.manual_seed(rank_seed(seed, rank, step))
 
 
 def set_rng_state(rng: dict[str, Any]) -> None:
@@ -101,8 +122,8 @@ def set_rng_state(rng: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     p = rng["python"]
     random.setstate((p["version"], tuple(p["internal"].tolist()), p["gauss_next"]))
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    if torch.cuda.is_available() and (state := own_cuda_state(rng["cuda"], torch.cuda.current_device())) is not None:
+        torch.cuda.set_rng_state(state)
 
 
 def optimizer_keys(cfg: RunConfig, phase: Phase) -> tuple[str, ...]:
@@ -126,7 +147,9 @@ def make_state(cfg: RunConfig, method: Method) -> TrainState:
         optimizers[key] = opt
         # stepped once per training step, so t counts iterations whichever way optimisers are keyed
         schedulers[key] = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 / (1.0 + decay * t))
-    return TrainState(method, optimizers, schedulers, torch.Generator().manual_seed(cfg.seed))
+    # the latent stream lives on the training device, where every step draws its codes (no host round trip)
+    device = next(method.parameters()).device
+    return TrainState(method, optimizers, schedulers, torch.Generator(device=device).manual_seed(cfg.seed))
 
 
 def seed_everything(seed: int) -> None:

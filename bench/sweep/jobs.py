@@ -12,6 +12,7 @@ can tell later what became of each run, from that file, the job states submitit 
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from metrics import select_metrics
 
 from ..core.config import RunConfig
 from ..core.device import resolve_device
+from ..core.distributed import available_cores
 from ..core.errors import UsageError
 from ..core.layout import LEASE, OutDir
 from ..core.lease import lease_timeout, read_lease, stale_reason
@@ -39,17 +41,12 @@ from .state import (
     SweepRun,
     check_options,
     counts_line,
+    job_gpus,
     job_outcome,
     sweep_dir,
+    visible_gpus,
     write_state,
 )
-
-
-def local_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 # --- the job ---------------------------------------------------------------------------------------------
@@ -60,14 +57,17 @@ class RunJob(submitit.helpers.Checkpointable):
     checkpoint(), which resubmits this same call (Checkpointable's own checkpoint); the requeued job takes
     the run's lease again and resumes from last.pt."""
 
-    def __init__(self, threads: int, plugins: list[str]):
+    def __init__(self, threads: int, plugins: list[str], gpus: list[str] | None = None):
         self.threads = threads
         self.plugins = plugins
+        self.gpus = gpus  # a local job's own GPUs (None: as given, e.g. by Slurm)
 
     def __call__(self, cfg: dict[str, Any], out: str, data_root: str | None, device: str,
                  metrics: list[str] | None, overwrite: bool) -> dict[str, str]:
         # before the first parallel op; the variable also reaches anything the run starts
         os.environ["OMP_NUM_THREADS"] = str(self.threads)
+        if self.gpus is not None:  # as its setup exported it before Python started; read when CUDA initialises
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         torch.set_num_threads(self.threads)
         load_plugins(self.plugins)  # methods of plugins, in this process too
         config = RunConfig.from_dict(cfg)
@@ -101,29 +101,58 @@ def make_executor(folder: Path, opts: SweepOptions, device: str) -> submitit.Aut
     """AutoExecutor (Slurm where `srun` exists, local processes otherwise) with the options as its parameters."""
     if opts.executor == "slurm" and submitit.AutoExecutor.which() != "slurm":
         raise UsageError("--executor slurm needs Slurm (no `srun` on PATH); valid here: auto, local")
+    first: list[str] = []  # a local job's GPUs: the first slot's
     if opts.executor == "local" or (opts.executor == "auto" and submitit.AutoExecutor.which() == "local"):
         try:  # the jobs run on this machine: a device it lacks is a usage error now, not a failure per job
             resolve_device(device)
         except (ValueError, RuntimeError) as e:
             raise UsageError(str(e)) from None
+        first = job_gpus(0, *local_gpus(opts, device))  # a bad --gpus-per-run too, before anything is written
     executor = submitit.AutoExecutor(folder / "jobs", cluster=None if opts.executor == "auto" else opts.executor)
     threads = job_threads(executor.cluster, opts)
     params: dict[str, Any] = dict(name="aegan-bench", timeout_min=opts.time_min, cpus_per_task=opts.cpus_per_run,
                                   gpus_per_node=opts.gpus_per_run, slurm_partition=opts.partition,
                                   slurm_array_parallelism=opts.array_parallelism)
-    # the variable is set for the job's process before Python starts, and again by RunJob before torch works
-    params[f"{executor.cluster}_setup"] = [f"export OMP_NUM_THREADS={threads}"]
-    if executor.cluster == "local" and opts.gpus_per_run is None:
-        # local jobs see the GPUs they are given (none by default): every one this process sees
-        params["gpus_per_node"] = torch.cuda.device_count() if device != "cpu" else 0
+    # the variables are set for the job's process before Python starts, and again by RunJob before torch works
+    params[f"{executor.cluster}_setup"] = job_setup(threads, None)
+    if executor.cluster == "local":
+        # submitit would give every local job GPUs 0..n-1: its setup exports its own set instead (here the first
+        # slot's, for a lone job; a sweep sets each job's)
+        params.update(gpus_per_node=0, local_setup=job_setup(threads, first))
     executor.update_parameters(**params)
     return executor
+
+
+def job_setup(threads: int, gpus: list[str] | None) -> list[str]:
+    """The shell lines a job's setup runs before its Python: its threads and, locally, its GPUs (none: none)."""
+    lines = [f"export OMP_NUM_THREADS={threads}"]
+    if gpus is not None:
+        lines.append(f"export CUDA_VISIBLE_DEVICES={shlex.quote(','.join(gpus))}")
+    return lines
+
+
+def local_gpus(opts: SweepOptions, device: str) -> tuple[int, list[str]]:
+    """The GPUs per local job (none on the CPU; --gpus-per-run, else 1: a job trains on one) and the GPUs this
+    process sees, which the jobs share out (bench.sweep.state.job_gpus)."""
+    dev = None if device == "auto" else torch.device(device)
+    if dev is not None and dev.type == "cpu":
+        return 0, []
+    visible = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
+    if dev is not None and dev.index is not None:
+        raise UsageError(f"--device {device} names one GPU, but each local job sees only its own: pass --device cuda "
+                         "(or auto) with --gpus-per-run; CUDA_VISIBLE_DEVICES chooses the GPUs a sweep uses")
+    per_run = (1 if visible else 0) if opts.gpus_per_run is None else opts.gpus_per_run
+    if per_run == 0 and dev is not None:
+        raise UsageError(f"--device {device} with --gpus-per-run 0: the jobs would see no GPU; valid: --gpus-per-run "
+                         f"1 to {len(visible)}")
+    job_gpus(0, per_run, visible)  # more per run than there are: a usage error now
+    return per_run, visible
 
 
 def job_threads(cluster: str, opts: SweepOptions) -> int:
     """Intra-op threads of one job: the cores shared out among the local workers, or the CPUs Slurm gives it."""
     if cluster == "local":
-        return max(1, local_cores() // opts.workers)
+        return max(1, available_cores() // opts.workers)
     return opts.cpus_per_run or 1
 
 
@@ -146,6 +175,8 @@ class Sweep:
             base_id = run_checkpoint(cfg, out).parent.name if base is not None else None
             self.runs[rid] = SweepRun(rid, cfg.label, base_id if base_id in unique else None)
         self.jobs: dict[str, submitit.Job] = {}
+        self.slots: dict[str, int] = {}  # a local job's set of GPUs (job_gpus' index)
+        self.gpus: tuple[int, list[str]] = (0, [])  # local: GPUs per job, GPUs this process sees
         self.started = time.time()
         self.executor: submitit.AutoExecutor | None = None
 
@@ -159,14 +190,30 @@ class Sweep:
     def _submit(self, run_ids: list[str]) -> None:
         assert self.executor is not None
         threads = job_threads(self.executor.cluster, self.opts)
-        fn = RunJob(threads, self.plugins)
-        with self.executor.batch():  # one job array on Slurm (array parallelism applies); plain jobs locally
-            jobs = [self.executor.submit(fn, self.cfgs[rid].to_dict(), *self.call_args) for rid in run_ids]
-        for rid, job in zip(run_ids, jobs):
+        local = self.executor.cluster == "local"
+        gpus: list[list[str] | None] = [None] * len(run_ids)
+        if not local:
+            fn = RunJob(threads, self.plugins)
+            with self.executor.batch():  # one job array (array parallelism applies)
+                jobs = [self.executor.submit(fn, self.cfgs[rid].to_dict(), *self.call_args) for rid in run_ids]
+        else:  # one at a time: each job's setup exports its own GPUs, the set fewest running jobs have
+            per_run, visible = self.gpus
+            load = [0] * (len(visible) // per_run if per_run else 1)
+            for rid, s in self.slots.items():
+                load[s] += self.runs[rid].status == "running"
+            jobs = []
+            for i, rid in enumerate(run_ids):
+                self.slots[rid] = load.index(min(load))
+                load[self.slots[rid]] += 1
+                gpus[i] = job_gpus(self.slots[rid], per_run, visible)
+                self.executor.update_parameters(local_setup=job_setup(threads, gpus[i]))
+                fn = RunJob(threads, self.plugins, gpus[i])
+                jobs.append(self.executor.submit(fn, self.cfgs[rid].to_dict(), *self.call_args))
+        for rid, job, g in zip(run_ids, jobs, gpus):
             self.jobs[rid] = job
             self.runs[rid].job_id = job.job_id
-            self.runs[rid].status = "running" if self.executor.cluster == "local" else "queued"
-            self.log(f"{rid}: submitted as job {job.job_id}")
+            self.runs[rid].status = "running" if local else "queued"
+            self.log(f"{rid}: submitted as job {job.job_id}" + (f" (GPU {','.join(g)})" if g else ""))
 
     def _base_blocks(self, run: SweepRun) -> str | None:
         """None when the run may start; "wait" while its base is unfinished; otherwise why it never can."""
@@ -250,8 +297,14 @@ class Sweep:
         for rid, cfg in self.cfgs.items():
             if not overwrite and already_done(store, cfg, self.call_args[3]):
                 self.runs[rid].status = "already done"
-        sweep_dir(self.out).mkdir(parents=True, exist_ok=True)
         self.executor = make_executor(sweep_dir(self.out), self.opts, self.call_args[2])
+        sweep_dir(self.out).mkdir(parents=True, exist_ok=True)
+        if self.executor.cluster == "local":
+            self.gpus = local_gpus(self.opts, self.call_args[2])
+            per_run, visible = self.gpus
+            if per_run and self.opts.workers > len(visible) // per_run:
+                self.log(f"{self.opts.workers} workers, {len(visible) // per_run} set(s) of {per_run} GPU(s): "
+                         "jobs share them, each taking the least used")
         self.save()
         if self.executor.cluster != "local":
             self._submit_slurm()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -56,6 +57,27 @@ def check_options(opts: SweepOptions) -> None:
         minimum = 0 if name == "--gpus-per-run" else 1
         if value is not None and value < minimum:
             raise UsageError(f"{name} must be an integer >= {minimum}, got {value}")
+
+
+def visible_gpus(cuda_visible: str | None, count: int) -> list[str]:
+    """The GPUs a process sees, named as a child's CUDA_VISIBLE_DEVICES names them: the entries of its own
+    CUDA_VISIBLE_DEVICES (indices, UUIDs or MIG ids) when set, else 0..count-1; `count` is what CUDA found."""
+    if cuda_visible is None:
+        return [str(i) for i in range(count)]
+    return [g.strip() for g in cuda_visible.split(",") if g.strip()][:count]
+
+
+def job_gpus(index: int, gpus_per_run: int, visible: Sequence[str]) -> list[str]:
+    """The GPUs of the local job in slot `index`: `visible` cut into disjoint sets of `gpus_per_run`, taken
+    round-robin by the slots (concurrent jobs share a set only when there are more of them than sets)."""
+    if gpus_per_run == 0:
+        return []
+    if gpus_per_run > len(visible):
+        shown = f" ({','.join(visible)})" if visible else ""
+        raise UsageError(f"--gpus-per-run {gpus_per_run}, but this process sees {len(visible)} GPU(s){shown}; "
+                         f"valid: 0 to {len(visible)} (CUDA_VISIBLE_DEVICES chooses the GPUs a sweep uses)")
+    first = index % (len(visible) // gpus_per_run) * gpus_per_run
+    return list(visible[first:first + gpus_per_run])
 
 
 @dataclass

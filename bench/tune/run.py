@@ -12,6 +12,7 @@ import optuna
 import sqlalchemy as sa
 import torch
 
+from bench.core.distributed import available_cores
 from bench.core.errors import UsageError
 from methods.plugins import load_plugins
 
@@ -32,7 +33,7 @@ def default_variants_path(spec: TuneSpec) -> Path:
 def _threads(workers: int) -> None:
     """The cores shared between the workers, unless OMP_NUM_THREADS says otherwise."""
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch.set_num_threads(max(1, available_cores() // workers))
 
 
 def _worker(spec: TuneSpec, workers: int) -> None:

@@ -93,6 +93,12 @@ class Param:
             return trial.suggest_int(self.key, self.low, self.high, step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.key, float(self.low), float(self.high), step=self.step, log=self.log)
 
+    def holds(self, value: Any) -> bool:
+        """Whether the value lies in the entry's range or among its choices (a value the search could draw)."""
+        if self.choices:
+            return value in self.choices
+        return isinstance(value, int | float) and not isinstance(value, bool) and self.low <= value <= self.high
+
     def first(self) -> Any:
         return self.choices[0] if self.choices else self.low
 

@@ -41,7 +41,7 @@ from metrics import METRICS
 
 from .objective import objective_directions, objective_metrics, score
 from .sampler import TrialSeededTPE
-from .space import Param, active, as_sections, load_space, space_digest
+from .space import Param, active, as_sections, flatten, load_space, space_digest
 from .validation import carve_validation
 
 #: trial states that spend the budget: finished with a score, or stopped by divergence (pruned)
@@ -182,7 +182,24 @@ def open_study(spec: TuneSpec, storage: optuna.storages.RDBStorage, ms: MethodSt
         raise UsageError(f"study {ms.name} was scored on validation split {recorded[:16]}, this data gives "
                          f"{ms.provenance['validation']['sha256'][:16]}: point --data-root at the data it used")
     study.set_user_attr("provenance", ms.provenance)
+    enqueue_baseline(study, ms)
     return study
+
+
+def baseline_values(ms: MethodStudy) -> dict[str, Any]:
+    """The protocol's own settings of the searched keys (those the search could draw): the study's baseline."""
+    flat = flatten(ms.base)
+    return {p.key: flat[p.key] for p in ms.params if p.key in flat and p.holds(flat[p.key])}
+
+
+def enqueue_baseline(study: optuna.Study, ms: MethodStudy) -> None:
+    """The protocol's settings are tried first, once per study (a trial of the budget like any other): the study
+    then shows what the search gained over them, method by method, on the same validation images."""
+    if any(t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)):
+        return
+    values = baseline_values(ms)
+    if len(values) == len(ms.params):  # a key outside its range: the protocol's settings are not in the space
+        study.enqueue_trial(values, user_attrs={"baseline": True}, skip_if_exists=True)
 
 
 def counts(study: optuna.Study) -> dict[TrialState, int]:
@@ -280,4 +297,6 @@ def run_study(spec: TuneSpec, study: optuna.Study, ms: MethodStudy, data: ImageD
 def describe_trial(method: str, t: FrozenTrial) -> str:
     settings = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
     values = ", ".join(f"{k}={v:.4g}" for k, v in t.user_attrs.get("values", {}).items())
-    return f"{method} trial {t.number} ({t.state.name.lower()}): {settings} -> {values or t.user_attrs.get('outcome', '')}"
+    kind = ", the protocol's settings" if t.user_attrs.get("baseline") else ""
+    return (f"{method} trial {t.number} ({t.state.name.lower()}{kind}): {settings} -> "
+            f"{values or t.user_attrs.get('outcome', '')}")

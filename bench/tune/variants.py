@@ -68,6 +68,10 @@ def study_block(study: optuna.Study, storage: str) -> list[str]:
     ]
     if prov["set"]:
         lines.append(f"# --set: {json.dumps(prov['set'], sort_keys=True)}")
+    baseline = next((t for t in trials if t.user_attrs.get("baseline") and t.user_attrs.get("values")), None)
+    if baseline is not None:
+        lines.append(f"# the protocol's own settings (trial {baseline.number}): " + ", ".join(
+            f"{k}={v:.6g}" for k, v in baseline.user_attrs["values"].items()))
     best = best_trials(study)
     if not best:
         return [*lines, f"# no scored trial yet: no {method} variant", ""]
@@ -93,9 +97,14 @@ def summary(study: optuna.Study) -> str:
     prov = study.user_attrs["provenance"]
     trials = study.get_trials(deepcopy=False)
     spent = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    best = "; ".join(f"trial {t.number}: " + ", ".join(f"{k}={v:.4g}" for k, v in t.user_attrs.get("values", {}).items())
-                     for t in best_trials(study)) or "no scored trial"
-    return f"{prov['method']}: {spent} of {prov['budget']['trials']} trials spent (study {study.study_name}); best {best}"
+    def values(t: FrozenTrial) -> str:
+        return ", ".join(f"{k}={v:.4g}" for k, v in t.user_attrs.get("values", {}).items())
+
+    best = "; ".join(f"trial {t.number}: {values(t)}" for t in best_trials(study)) or "no scored trial"
+    base = next((f"; the protocol's settings: {values(t)}" for t in trials
+                 if t.user_attrs.get("baseline") and t.user_attrs.get("values")), "")
+    return (f"{prov['method']}: {spent} of {prov['budget']['trials']} trials spent (study {study.study_name}); "
+            f"best {best}{base}")
 
 
 def write_variants(path: Path, studies: list[optuna.Study], storage: str, protocol: str, dataset: str) -> Path:
