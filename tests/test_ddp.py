@@ -336,7 +336,7 @@ else:
 '''
 
 
-@pytest.mark.slow
+@pytest.mark.soak  # a real torchrun of two processes (~40 s): CI's second step
 def test_torchrun_follower_exits_before_rank_0_evaluates_a_refinement(tmp_path, shared_cache, monkeypatch):
     from bench.cli import main
 
